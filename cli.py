@@ -1,0 +1,572 @@
+"""The `mma` command line: parses arguments and delegates to `pipeline/` and `model/`.
+
+Nothing here does work of its own. Each command resolves its configuration, calls one
+function, and prints what it returns. User errors (MMAError, bad config values) become a
+one-line `error: ...` on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from pipeline.errors import MMAError, StageNotImplemented
+from pipeline.paths import Workspace
+
+app = typer.Typer(
+    name="mma",
+    help="MMA-DFER: audio-visual dynamic facial expression recognition, stage by stage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Inspect and convert MMA-DFER models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+log = logging.getLogger("mma")
+
+
+@dataclass
+class State:
+    """Global options shared by every command."""
+
+    workspace: Workspace
+    seed: Optional[int]
+    log_level: str
+
+
+def _state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    if obj is None:  # invoked without the callback (not through `mma`)
+        obj = State(Workspace.from_env(), None, "INFO")
+    return obj
+
+
+def _stage(stage: str, module: str, attr: str) -> Callable[..., Any]:
+    """Import `module.attr`; a missing module means the stage is not in this installation."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise StageNotImplemented(f"stage '{stage}' is not implemented in this installation ({module} is missing)")
+        raise
+    try:
+        return getattr(mod, attr)
+    except AttributeError:
+        raise StageNotImplemented(f"stage '{stage}' is not implemented ({module}.{attr} is missing)") from None
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def delegates(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user-facing exceptions of the wrapped command into a one-line error and exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MMAError as exc:
+            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
+        except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
+
+    return wrapper
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- shared options
+
+PresetOpt = Annotated[str, typer.Option("--preset", help="Model/training preset: paper | tiny.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file (sections model/data/train).")]
+SetOpt = Annotated[
+    Optional[List[str]], typer.Option("--set", help="Override any field: section.field=value (repeatable).")
+]
+ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Face crop size S (112/160/224).")]
+LatentOpt = Annotated[Optional[int], typer.Option("--latent-dim", help="Fusion bottleneck width d.")]
+FusionOpt = Annotated[Optional[str], typer.Option("--fusion", help="bottleneck | add | mult | mult-concat | none.")]
+TemporalOpt = Annotated[Optional[str], typer.Option("--temporal", help="mtt | ita | both | none.")]
+ItaDimOpt = Annotated[Optional[int], typer.Option("--ita-dim", help="Width of intermediate temporal adaptors.")]
+PromptsOpt = Annotated[Optional[str], typer.Option("--prompts", help="none | static | progressive.")]
+PromptIntroOpt = Annotated[
+    Optional[int], typer.Option("--prompt-introductions", help="Progressive prompts: times new prompts enter.")
+]
+ModalityOpt = Annotated[Optional[str], typer.Option("--modality", help="both | vision | audio.")]
+VisionCkptOpt = Annotated[Optional[Path], typer.Option("--vision-ckpt", help="MAE-Face checkpoint ({'model': ...}).")]
+AudioCkptOpt = Annotated[Optional[Path], typer.Option("--audio-ckpt", help="AudioMAE checkpoint ({'model': ...}).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished work instead of skipping it.")]
+
+
+def _run_config(
+    ctx: typer.Context,
+    preset_name: str,
+    config_file: Optional[Path],
+    set_overrides: Optional[List[str]],
+    dataset: Optional[str] = None,
+    **flags: Any,
+) -> Any:
+    """Resolve preset -> file -> --set -> explicit flags; the global --seed wins for train.seed."""
+    from pipeline.config import resolve_config
+
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    seed = _state(ctx).seed
+    if seed is not None:
+        overrides["train.seed"] = seed
+    if dataset is not None:
+        overrides["dataset"] = dataset
+    return resolve_config(preset_name, config_file, overrides, set_overrides)
+
+
+def _model_flags(
+    image_size: Optional[int],
+    latent_dim: Optional[int],
+    fusion: Optional[str],
+    temporal: Optional[str],
+    ita_dim: Optional[int],
+    prompts: Optional[str],
+    prompt_introductions: Optional[int],
+    modality: Optional[str],
+) -> dict[str, Any]:
+    return {
+        "model.image_size": image_size,
+        "model.latent_dim": latent_dim,
+        "model.fusion": fusion,
+        "model.temporal": temporal,
+        "model.ita_dim": ita_dim,
+        "model.prompts": prompts,
+        "model.prompt_introductions": prompt_introductions,
+        "model.modality": modality,
+    }
+
+
+# --------------------------------------------------------------------------- global options
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", envvar="MMA_WORKDIR", help="Where every stage writes.")
+    ] = Path("work"),
+    manifests: Annotated[
+        Path, typer.Option("--manifests", envvar="MMA_MANIFESTS", help="Folder of dataset manifests.")
+    ] = Path("data_manifests"),
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (overrides the config's).")] = None,
+) -> None:
+    """MMA-DFER pipeline: synth/prep -> shard -> cache -> train -> eval/report/predict, sweeps, demo."""
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        _fail(f"--log-level {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR", 2)
+    from pipeline.logs import setup_logging
+
+    setup_logging(level)
+    ctx.obj = State(Workspace(workdir, manifests), seed, log_level.upper())
+
+
+# --------------------------------------------------------------------------- data stages
+
+
+@app.command()
+@delegates
+def synth(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    layout: Annotated[str, typer.Option("--layout", help="On-disk layout: mafw | dfew.")] = "mafw",
+    clips_per_class: Annotated[int, typer.Option("--clips-per-class", help="Clips per class.")] = 5,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each clip in seconds.")] = 2.0,
+    classes: Annotated[int, typer.Option("--classes", help="Number of classes (first K of the dataset's).")] = 4,
+    with_faults: Annotated[bool, typer.Option("--with-faults", help="Add faulty clips real datasets contain.")] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Write a small labelled audio-visual dataset in the real MAFW (or DFEW) layout."""
+    make = _stage("synth", "pipeline.synth", "make_synth_dataset")
+    seed = _state(ctx).seed
+    summary = make(
+        out,
+        layout=layout,
+        clips_per_class=clips_per_class,
+        seconds=seconds,
+        classes=classes,
+        with_faults=with_faults,
+        seed=1 if seed is None else seed,
+        force=force,
+    )
+    _print_json(summary)
+
+
+@app.command()
+@delegates
+def prep(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
+    root: Annotated[Path, typer.Option("--root", help="Dataset root folder (as distributed).")],
+    workers: Annotated[int, typer.Option("--workers", help="Dask workers.")] = 2,
+    threads_per_worker: Annotated[int, typer.Option("--threads-per-worker", help="Threads per Dask worker.")] = 1,
+    cluster: Annotated[str, typer.Option("--cluster", help="local | slurm | serial.")] = "local",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Process only the first K clips.")] = None,
+    faces: Annotated[Optional[str], typer.Option("--faces", help="detect | official (DFEW frames).")] = None,
+    face_select: Annotated[Optional[str], typer.Option("--face-select", help="track | union (authors').")] = None,
+    audio_rate: Annotated[Optional[str], typer.Option("--audio-rate", help="16k | native (authors').")] = None,
+    jpeg_quality: Annotated[Optional[int], typer.Option("--jpeg-quality", help="JPEG quality of crops.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="MTCNN device (default: cuda if available).")] = None,
+    slurm_queue: Annotated[Optional[str], typer.Option("--slurm-queue")] = None,
+    slurm_walltime: Annotated[str, typer.Option("--slurm-walltime")] = "02:00:00",
+    slurm_memory: Annotated[str, typer.Option("--slurm-memory")] = "16GB",
+    slurm_gpus: Annotated[int, typer.Option("--slurm-gpus", help="GPUs per SLURM job.")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Manifests, face crops and log-mel spectrograms for every clip (Dask, resumable)."""
+    run_prep = _stage("prep", "pipeline.prep", "run_prep")
+    cfg = _run_config(
+        ctx,
+        "paper",
+        config,
+        set_,
+        dataset=dataset,
+        **{
+            "data.faces": faces,
+            "data.face_select": face_select,
+            "data.audio_rate": audio_rate,
+            "data.jpeg_quality": jpeg_quality,
+        },
+    )
+    summary = run_prep(
+        dataset,
+        root,
+        _state(ctx).workspace,
+        cfg.data,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        cluster=cluster,
+        limit=limit,
+        force=force,
+        device=device,
+        slurm={"queue": slurm_queue, "walltime": slurm_walltime, "memory": slurm_memory, "gpus": slurm_gpus},
+    )
+    if summary.get("clips_ok", 1) == 0 and summary.get("clips_total", 0) > 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+@delegates
+def shard(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
+    max_clips: Annotated[Optional[int], typer.Option("--max-clips", help="Clips per shard at most.")] = None,
+    max_bytes: Annotated[Optional[int], typer.Option("--max-bytes", help="Bytes per shard at most.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Pack prep results into WebDataset tar shards grouped by test fold."""
+    run_shard = _stage("shard", "pipeline.shard", "run_shard")
+    cfg = _run_config(
+        ctx, "paper", None, None, dataset=dataset, **{"data.shard_max_clips": max_clips, "data.shard_max_bytes": max_bytes}
+    )
+    run_shard(dataset, _state(ctx).workspace, cfg.data, force=force)
+
+
+@app.command()
+@delegates
+def cache(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
+    preset_name: PresetOpt = "paper",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    image_size: ImageSizeOpt = None,
+    views: Annotated[Optional[int], typer.Option("--views", help="Pre-augmented views per training clip.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Dask workers.")] = 2,
+    vision_ckpt: VisionCkptOpt = None,
+    audio_ckpt: AudioCkptOpt = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda (default: cuda if available).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Run the frozen patch embeddings (stage 1) over the shards into a zarr store."""
+    run_cache = _stage("cache", "pipeline.cache", "run_cache")
+    cfg = _run_config(
+        ctx,
+        preset_name,
+        config,
+        set_,
+        dataset=dataset,
+        **{
+            "model.image_size": image_size,
+            "data.cache_views": views,
+            "vision_ckpt": str(vision_ckpt) if vision_ckpt else None,
+            "audio_ckpt": str(audio_ckpt) if audio_ckpt else None,
+        },
+    )
+    run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force)
+
+
+# --------------------------------------------------------------------------- training and after
+
+
+@app.command()
+@delegates
+def train(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
+    fold: Annotated[int, typer.Option("--fold", min=1, max=5, help="Test fold k (1..5).")],
+    preset_name: PresetOpt = "paper",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    image_size: ImageSizeOpt = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+    latent_dim: LatentOpt = None,
+    fusion: FusionOpt = None,
+    temporal: TemporalOpt = None,
+    ita_dim: ItaDimOpt = None,
+    prompts: PromptsOpt = None,
+    prompt_introductions: PromptIntroOpt = None,
+    modality: ModalityOpt = None,
+    source: Annotated[Optional[str], typer.Option("--from", help="shards | cache.")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto | bf16 | fp32.")] = None,
+    compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers.")] = None,
+    vision_ckpt: VisionCkptOpt = None,
+    audio_ckpt: AudioCkptOpt = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the preset's).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Default <workdir>/<dataset>/runs/<name>/fold<k>.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from last.pt in the run directory.")] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Train one fold (stage 2) from shards or the cache, then evaluate it."""
+    train_fold = _stage("train", "pipeline.train", "train_fold")
+    cfg = _run_config(
+        ctx,
+        preset_name,
+        config,
+        set_,
+        dataset=dataset,
+        fold=fold,
+        name=name,
+        vision_ckpt=str(vision_ckpt) if vision_ckpt else None,
+        audio_ckpt=str(audio_ckpt) if audio_ckpt else None,
+        **_model_flags(image_size, latent_dim, fusion, temporal, ita_dim, prompts, prompt_introductions, modality),
+        **{
+            "train.epochs": epochs,
+            "train.batch_size": batch_size,
+            "train.lr": lr,
+            "train.source": source,
+            "train.precision": precision,
+            "train.compile": compile_,
+            "data.num_workers": workers,
+        },
+    )
+    result = train_fold(cfg, _state(ctx).workspace, run_dir=run_dir, resume=resume, force=force)
+    _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
+
+
+@app.command("eval")
+@delegates
+def eval_(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
+    fold: Annotated[int, typer.Option("--fold", min=1, max=5, help="Test fold k (1..5).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="last.pt of a run, or the authors' file.")],
+    official: Annotated[bool, typer.Option("--official", help="Checkpoint is in the authors' layout.")] = False,
+    preset_name: PresetOpt = "paper",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    image_size: ImageSizeOpt = None,
+    source: Annotated[Optional[str], typer.Option("--from", help="shards | cache.")] = None,
+    vision_ckpt: VisionCkptOpt = None,
+    audio_ckpt: AudioCkptOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for predictions and metrics.")] = None,
+) -> None:
+    """Evaluate a checkpoint on a fold's test clips: UAR/WAR (1- and 2-clip), confusion matrix."""
+    evaluate = _stage("eval", "pipeline.evaluate", "evaluate_checkpoint")
+    cfg = _run_config(
+        ctx,
+        preset_name,
+        config,
+        set_,
+        dataset=dataset,
+        fold=fold,
+        vision_ckpt=str(vision_ckpt) if vision_ckpt else None,
+        audio_ckpt=str(audio_ckpt) if audio_ckpt else None,
+        **{"model.image_size": image_size, "train.source": source},
+    )
+    result = evaluate(cfg, _state(ctx).workspace, checkpoint, official=official, out_dir=out)
+    _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
+
+
+@app.command()
+@delegates
+def report(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
+    runs: Annotated[Optional[Path], typer.Option("--runs", help="Folder holding fold1..fold5 run dirs.")] = None,
+) -> None:
+    """Average the 5 folds into the paper's table (markdown + csv); flags missing folds."""
+    make_report = _stage("report", "pipeline.report", "make_report")
+    make_report(dataset, _state(ctx).workspace, runs_dir=runs)
+
+
+@app.command()
+@delegates
+def predict(
+    ctx: typer.Context,
+    videos: Annotated[List[Path], typer.Argument(help="Video files.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="last.pt of a run, or the authors' file.")],
+    official: Annotated[bool, typer.Option("--official", help="Checkpoint is in the authors' layout.")] = False,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Label set (default: the checkpoint's).")] = None,
+    window: Annotated[Optional[float], typer.Option("--window", help="Also predict over windows of this many seconds.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda.")] = None,
+) -> None:
+    """Predict the emotion distribution of your own video files."""
+    predict_videos = _stage("predict", "pipeline.predict", "predict_videos")
+    predict_videos(
+        videos, checkpoint, official=official, dataset=dataset, window=window, as_json=as_json, device=device,
+        workspace=_state(ctx).workspace,
+    )
+
+
+# --------------------------------------------------------------------------- sweeps and demo
+
+
+@app.command(context_settings={"allow_extra_args": False})
+@delegates
+def sweep(
+    ctx: typer.Context,
+    target: Annotated[Optional[List[str]], typer.Argument(help="PRESET | status [PRESET] | report PRESET")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the paper's experiment presets.")] = False,
+    dataset: Annotated[str, typer.Option("--dataset", help="dfew | mafw | synth")] = "dfew",
+    folds: Annotated[Optional[str], typer.Option("--folds", help="Comma-separated folds (default: the preset's).")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local | slurm.")] = "local",
+    preset_name: PresetOpt = "paper",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    source: Annotated[Optional[str], typer.Option("--from", help="shards | cache.")] = None,
+    partition: Annotated[Optional[str], typer.Option("--partition")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs per job.")] = 1,
+    cpus: Annotated[int, typer.Option("--cpus", help="CPUs per job.")] = 8,
+    mem_gb: Annotated[int, typer.Option("--mem-gb")] = 64,
+    time_min: Annotated[int, typer.Option("--time", help="Minutes per job.")] = 600,
+    array_parallelism: Annotated[int, typer.Option("--array-parallelism")] = 16,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Expand and print jobs; submit nothing.")] = False,
+) -> None:
+    """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
+    run_sweep_cli = _stage("sweep", "pipeline.sweep", "sweep_command")
+    run_sweep_cli(
+        target=list(target or []),
+        list_presets=list_,
+        dataset=dataset,
+        folds=folds,
+        executor=executor,
+        base_config=_run_config(ctx, preset_name, config, set_, dataset=dataset, **{"train.source": source}),
+        preset_name=preset_name,
+        workspace=_state(ctx).workspace,
+        slurm={
+            "partition": partition,
+            "gpus": gpus,
+            "cpus": cpus,
+            "mem_gb": mem_gb,
+            "time_min": time_min,
+            "array_parallelism": array_parallelism,
+        },
+        dry_run=dry_run,
+    )
+
+
+@app.command()
+@delegates
+def demo(
+    ctx: typer.Context,
+    folds: Annotated[str, typer.Option("--folds", help="Folds to train (comma-separated).")] = "1",
+    force: ForceOpt = False,
+) -> None:
+    """One command, nothing to download: synth -> prep -> shard -> cache -> train -> eval -> report."""
+    run_demo = _stage("demo", "pipeline.demo", "run_demo")
+    run_demo(_state(ctx).workspace, folds=[int(f) for f in folds.split(",") if f.strip()], force=force)
+
+
+# --------------------------------------------------------------------------- model group
+
+
+@model_app.command("summary")
+@delegates
+def model_summary(
+    ctx: typer.Context,
+    preset_name: PresetOpt = "paper",
+    dataset: Annotated[str, typer.Option("--dataset", help="dfew | mafw (sets the class count).")] = "dfew",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    image_size: ImageSizeOpt = None,
+    latent_dim: LatentOpt = None,
+    fusion: FusionOpt = None,
+    temporal: TemporalOpt = None,
+    ita_dim: ItaDimOpt = None,
+    prompts: PromptsOpt = None,
+    prompt_introductions: PromptIntroOpt = None,
+    modality: ModalityOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Parameters per component (trainable / frozen) and totals."""
+    summarize = _stage("model summary", "model.summary", "summarize_config")
+    from pipeline.datasets import dataset_spec
+
+    cfg = _run_config(
+        ctx,
+        preset_name,
+        config,
+        set_,
+        **_model_flags(image_size, latent_dim, fusion, temporal, ita_dim, prompts, prompt_introductions, modality),
+    )
+    if dataset in ("dfew", "mafw"):
+        cfg.model.num_classes = dataset_spec(dataset).num_classes
+    summary = summarize(cfg.model)
+    if as_json:
+        _print_json(summary)
+    else:
+        from model.summary import format_summary
+
+        typer.echo(format_summary(summary))
+
+
+@model_app.command("import-official")
+@delegates
+def model_import_official(
+    ctx: typer.Context,
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint trained with the authors' code.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="dfew | mafw.")],
+    image_size: Annotated[int, typer.Option("--image-size", help="S the checkpoint was trained at.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the mma checkpoint.")],
+) -> None:
+    """Convert a checkpoint in the authors' layout into an mma checkpoint."""
+    import_official = _stage("model import-official", "model.official", "import_official_to_file")
+    report_ = import_official(ckpt, dataset=dataset, image_size=image_size, out=out)
+    _print_json(report_)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

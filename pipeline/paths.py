@@ -1,0 +1,70 @@
+"""Where each stage reads and writes, relative to the workdir and the manifest folder.
+
+Layout under the workdir (default ./work, env MMA_WORKDIR):
+  <dataset>/prep/            per-clip prep results, failures.jsonl, summary.json
+  <dataset>/shards/          WebDataset tars grouped by test fold + index.json
+  <dataset>/cache.zarr       stage-1 patch-embedding cache
+  <dataset>/runs/<name>/fold<k>/   training runs
+  <dataset>/sweeps/<preset>/ sweep job state and reports
+Manifests: <manifest_dir>/<dataset>/clips.csv and classes.json (default ./data_manifests,
+env MMA_MANIFESTS).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WORKDIR = "work"
+DEFAULT_MANIFESTS = "data_manifests"
+
+
+def default_workdir() -> Path:
+    return Path(os.environ.get("MMA_WORKDIR", DEFAULT_WORKDIR))
+
+
+def default_manifest_dir() -> Path:
+    return Path(os.environ.get("MMA_MANIFESTS", DEFAULT_MANIFESTS))
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of every stage's inputs and outputs for one workdir."""
+
+    workdir: Path
+    manifest_dir: Path
+
+    @classmethod
+    def from_env(cls, workdir: str | Path | None = None, manifest_dir: str | Path | None = None) -> "Workspace":
+        return cls(
+            Path(workdir) if workdir is not None else default_workdir(),
+            Path(manifest_dir) if manifest_dir is not None else default_manifest_dir(),
+        )
+
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.workdir / dataset
+
+    def manifest(self, dataset: str) -> Path:
+        return self.manifest_dir / dataset / "clips.csv"
+
+    def classes(self, dataset: str) -> Path:
+        return self.manifest_dir / dataset / "classes.json"
+
+    def prep_dir(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "prep"
+
+    def shards_dir(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "shards"
+
+    def cache_path(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "cache.zarr"
+
+    def runs_dir(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "runs"
+
+    def run_dir(self, dataset: str, name: str, fold: int) -> Path:
+        return self.runs_dir(dataset) / name / f"fold{fold}"
+
+    def sweeps_dir(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "sweeps"
