@@ -298,7 +298,6 @@ def cache(
     force: ForceOpt = False,
 ) -> None:
     """Run the frozen patch embeddings (stage 1) over the shards into a zarr store."""
-    run_cache = _stage("cache", "pipeline.cache", "run_cache")
     cfg = _run_config(
         ctx,
         preset_name,
@@ -312,6 +311,7 @@ def cache(
             "audio_ckpt": str(audio_ckpt) if audio_ckpt else None,
         },
     )
+    run_cache = _stage("cache", "pipeline.cache", "run_cache")
     run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force)
 
 
@@ -350,7 +350,6 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Train one fold (stage 2) from shards or the cache, then evaluate it."""
-    train_fold = _stage("train", "pipeline.train", "train_fold")
     cfg = _run_config(
         ctx,
         preset_name,
@@ -372,6 +371,7 @@ def train(
             "data.num_workers": workers,
         },
     )
+    train_fold = _stage("train", "pipeline.train", "train_fold")
     result = train_fold(cfg, _state(ctx).workspace, run_dir=run_dir, resume=resume, force=force)
     _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
 
@@ -394,7 +394,6 @@ def eval_(
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for predictions and metrics.")] = None,
 ) -> None:
     """Evaluate a checkpoint on a fold's test clips: UAR/WAR (1- and 2-clip), confusion matrix."""
-    evaluate = _stage("eval", "pipeline.evaluate", "evaluate_checkpoint")
     cfg = _run_config(
         ctx,
         preset_name,
@@ -406,6 +405,7 @@ def eval_(
         audio_ckpt=str(audio_ckpt) if audio_ckpt else None,
         **{"model.image_size": image_size, "train.source": source},
     )
+    evaluate = _stage("eval", "pipeline.evaluate", "evaluate_checkpoint")
     result = evaluate(cfg, _state(ctx).workspace, checkpoint, official=official, out_dir=out)
     _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
 

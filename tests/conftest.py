@@ -1,0 +1,83 @@
+"""Session fixtures: one small real dataset built once and shared by the suite.
+
+`synth_root` is an `mma synth` dataset (MAFW layout, faulty clips included), `prepped` is
+`mma prep` run on it (in-process), `sharded` is `mma shard` on that. Each fixture skips
+cleanly if the stage it needs is not importable, so a partial tree still collects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# Small enough for CI (2 CPU cores), large enough that a tiny model learns above chance.
+SYNTH_CLASSES = 4
+SYNTH_CLIPS_PER_CLASS = 10
+SYNTH_SECONDS = 1.6
+TEST_CROP_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory):
+    """A Workspace (workdir + manifest dir) in a session temp folder."""
+    from pipeline.paths import Workspace
+
+    root = tmp_path_factory.mktemp("mma")
+    return Workspace(root / "work", root / "data_manifests")
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small `mma synth` dataset in MAFW layout, with the faulty clips real datasets have."""
+    synth = pytest.importorskip("pipeline.synth")
+    out = tmp_path_factory.mktemp("synth") / "MAFW"
+    synth.make_synth_dataset(
+        out,
+        layout="mafw",
+        clips_per_class=SYNTH_CLIPS_PER_CLASS,
+        seconds=SYNTH_SECONDS,
+        classes=SYNTH_CLASSES,
+        with_faults=True,
+        seed=1,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def test_data_config():
+    """DataConfig used for the shared fixtures: small crops so tests decode fast."""
+    from pipeline.config import DataConfig
+
+    return DataConfig(crop_size=TEST_CROP_SIZE, shard_max_clips=8, num_workers=0)
+
+
+@pytest.fixture(scope="session")
+def prepped(synth_root: Path, workspace, test_data_config) -> dict:
+    """`mma prep synth` run in-process on `synth_root`; returns the summary."""
+    prep = pytest.importorskip("pipeline.prep")
+    return prep.run_prep("synth", synth_root, workspace, test_data_config, cluster="serial")
+
+
+@pytest.fixture(scope="session")
+def sharded(prepped: dict, workspace, test_data_config) -> dict:
+    """`mma shard synth` on the prepped data; returns the shard index."""
+    shard = pytest.importorskip("pipeline.shard")
+    return shard.run_shard("synth", workspace, test_data_config)
+
+
+@pytest.fixture
+def tiny_config():
+    """A fresh `tiny` preset RunConfig for the synth dataset (4 classes), fold 1."""
+    from pipeline.config import tiny
+
+    cfg = tiny()
+    cfg.dataset = "synth"
+    cfg.fold = 1
+    cfg.model.num_classes = SYNTH_CLASSES
+    cfg.data.crop_size = TEST_CROP_SIZE
+    cfg.data.num_workers = 0
+    return cfg
