@@ -260,6 +260,13 @@ def prep(
         device=device,
         slurm={"queue": slurm_queue, "walltime": slurm_walltime, "memory": slurm_memory, "gpus": slurm_gpus},
     )
+    from rich.console import Console
+
+    from pipeline.prep import summary_table
+
+    Console().print(summary_table(summary))
+    if summary.get("clips_failed"):
+        typer.echo(f"{summary['clips_failed']} clip(s) failed: see {Path(summary['prep_dir']) / 'failures.jsonl'}", err=True)
     if summary.get("clips_ok", 1) == 0 and summary.get("clips_total", 0) > 0:
         raise typer.Exit(1)
 
@@ -419,7 +426,8 @@ def report(
 ) -> None:
     """Average the 5 folds into the paper's table (markdown + csv); flags missing folds."""
     make_report = _stage("report", "pipeline.report", "make_report")
-    make_report(dataset, _state(ctx).workspace, runs_dir=runs)
+    table = make_report(dataset, _state(ctx).workspace, runs_dir=runs)
+    typer.echo(table["markdown"])
 
 
 @app.command()
@@ -433,13 +441,19 @@ def predict(
     window: Annotated[Optional[float], typer.Option("--window", help="Also predict over windows of this many seconds.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda.")] = None,
+    image_size: Annotated[
+        Optional[int], typer.Option("--image-size", help="S of an --official checkpoint (default 160).")
+    ] = None,
 ) -> None:
     """Predict the emotion distribution of your own video files."""
     predict_videos = _stage("predict", "pipeline.predict", "predict_videos")
-    predict_videos(
+    out = predict_videos(
         videos, checkpoint, official=official, dataset=dataset, window=window, as_json=as_json, device=device,
-        workspace=_state(ctx).workspace,
+        workspace=_state(ctx).workspace, image_size=image_size,
     )
+    typer.echo(out["text"])
+    if out["failed"]:
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- sweeps and demo
@@ -453,28 +467,40 @@ def sweep(
     list_: Annotated[bool, typer.Option("--list", help="List the paper's experiment presets.")] = False,
     dataset: Annotated[str, typer.Option("--dataset", help="dfew | mafw | synth")] = "dfew",
     folds: Annotated[Optional[str], typer.Option("--folds", help="Comma-separated folds (default: the preset's).")] = None,
+    rows: Annotated[Optional[str], typer.Option("--rows", help="Only these rows of the preset (comma-separated keys).")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local | slurm.")] = "local",
     preset_name: PresetOpt = "paper",
-    config: ConfigOpt = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML/JSON config (model/data/train, and sweep: SLURM options).")
+    ] = None,
     set_: SetOpt = None,
     source: Annotated[Optional[str], typer.Option("--from", help="shards | cache.")] = None,
-    partition: Annotated[Optional[str], typer.Option("--partition")] = None,
-    gpus: Annotated[int, typer.Option("--gpus", help="GPUs per job.")] = 1,
-    cpus: Annotated[int, typer.Option("--cpus", help="CPUs per job.")] = 8,
-    mem_gb: Annotated[int, typer.Option("--mem-gb")] = 64,
-    time_min: Annotated[int, typer.Option("--time", help="Minutes per job.")] = 600,
-    array_parallelism: Annotated[int, typer.Option("--array-parallelism")] = 16,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition.")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs per job [1].")] = None,
+    cpus: Annotated[Optional[int], typer.Option("--cpus", help="CPUs per job [8].")] = None,
+    mem_gb: Annotated[Optional[int], typer.Option("--mem-gb", help="Memory per job in GB [64].")] = None,
+    time_min: Annotated[Optional[int], typer.Option("--time", help="Minutes per job before requeue [600].")] = None,
+    array_parallelism: Annotated[
+        Optional[int], typer.Option("--array-parallelism", help="Array tasks running at once [16].")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Retrain finished jobs too.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Expand and print jobs; submit nothing.")] = False,
 ) -> None:
     """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
     run_sweep_cli = _stage("sweep", "pipeline.sweep", "sweep_command")
-    run_sweep_cli(
+    from pipeline.sweep import resolve_sweep_config
+
+    overrides: dict[str, Any] = {"dataset": dataset, "train.source": source}
+    if _state(ctx).seed is not None:
+        overrides["train.seed"] = _state(ctx).seed
+    base_config, sweep_section = resolve_sweep_config(preset_name, config, set_, overrides)
+    out = run_sweep_cli(
         target=list(target or []),
         list_presets=list_,
         dataset=dataset,
         folds=folds,
         executor=executor,
-        base_config=_run_config(ctx, preset_name, config, set_, dataset=dataset, **{"train.source": source}),
+        base_config=base_config,
         preset_name=preset_name,
         workspace=_state(ctx).workspace,
         slurm={
@@ -485,8 +511,14 @@ def sweep(
             "time_min": time_min,
             "array_parallelism": array_parallelism,
         },
+        sweep_section=sweep_section,
+        rows=rows,
+        force=force,
         dry_run=dry_run,
     )
+    typer.echo(out["text"])
+    if out.get("failed"):
+        raise typer.Exit(1)
 
 
 @app.command()

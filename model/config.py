@@ -49,10 +49,12 @@ class ModelConfig:
     fusion: str = "bottleneck"
     mult_heads: int = 2
     mult_dim: int = 128
+    mult_mlp_ratio: float = 4.0  # MLP of the mult-concat transformer block
 
     # temporal modelling
     temporal: str = "mtt"
     ita_dim: int = 128
+    ita_head_dim: int = 64  # ITA heads = max(1, ita_dim // ita_head_dim)
     temporal_dim: int = 512
     temporal_depth: int = 1
     temporal_heads: int = 8
@@ -84,4 +86,16 @@ class ModelConfig:
                 f"model.prompt_introductions={self.prompt_introductions} must be in 1..depth={self.depth} "
                 "(use prompts='none' for no prompts)"
             )
+        if self.prompts != "none" and self.num_prompts < 1:
+            raise ValueError(f"model.num_prompts={self.num_prompts} must be at least 1 (or use prompts='none')")
+        if self.fusion in ("mult", "mult-concat") and self.mult_dim % self.mult_heads:
+            raise ValueError(f"model.mult_dim={self.mult_dim} is not divisible by mult_heads={self.mult_heads}")
+        positive = ("latent_dim", "depth", "num_frames", "ita_dim", "ita_head_dim", "temporal_dim",
+                    "temporal_depth", "temporal_heads", "temporal_head_dim", "temporal_mlp_dim")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name}={getattr(self, name)} must be at least 1")
+        for name, size in (("audio_frames", self.audio_frames), ("audio_mel_bins", self.audio_mel_bins)):
+            if size % self.patch_size:
+                raise ValueError(f"model.{name}={size} is not a multiple of patch_size={self.patch_size}")
         return self

@@ -67,6 +67,8 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
         return
     from distributed import Client, LocalCluster
 
+    # importing distributed resets its loggers to INFO; keep its chatter out of our logs
+    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.WARNING))
     if spec.kind == "local":
         cluster = LocalCluster(
             n_workers=spec.workers,

@@ -1,0 +1,122 @@
+"""Parameter accounting of an MMA-DFER configuration: per component, trainable vs frozen.
+
+`summarize_config` builds the network on the meta device (no memory, no init cost), so
+even the paper-size model (two ViT-B encoders) is summarised instantly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+
+COMPONENTS = (
+    "vision_encoder",
+    "vision_pos_embed",
+    "vision_prompts",
+    "audio_encoder",
+    "audio_pos_embed",
+    "audio_prompts",
+    "fusion",
+    "temporal_adaptors",
+    "joint_adaptation",
+    "temporal_transformer",
+    "classifier",
+)
+
+
+def component_of(name: str) -> str:
+    """The summary component a parameter name belongs to."""
+    head, _, rest = name.partition(".")
+    if head in ("vision", "audio"):
+        if rest == "pos_embed":
+            return f"{head}_pos_embed"
+        if rest.startswith("prompts."):
+            return f"{head}_prompts"
+        return f"{head}_encoder"
+    table = {
+        "fusion": "fusion",
+        "ita": "temporal_adaptors",
+        "ita_gates": "temporal_adaptors",
+        "jam": "joint_adaptation",
+        "temporal": "temporal_transformer",
+        "classifier": "classifier",
+    }
+    if head not in table:
+        raise KeyError(f"parameter {name} belongs to no known component")
+    return table[head]
+
+
+def summarize_model(model: nn.Module) -> dict[str, Any]:
+    """Counts of an existing model (see `summarize_config`)."""
+    per: dict[str, dict[str, int]] = {}
+    for name, p in model.named_parameters():
+        entry = per.setdefault(component_of(name), {"trainable": 0, "frozen": 0})
+        entry["trainable" if p.requires_grad else "frozen"] += p.numel()
+    ordered = {c: per[c] for c in COMPONENTS if c in per}
+    trainable = sum(e["trainable"] for e in ordered.values())
+    frozen = sum(e["frozen"] for e in ordered.values())
+    cfg: ModelConfig = model.config  # type: ignore[assignment]
+    tokens = {"frames": cfg.num_frames}
+    for which in ("vision", "audio"):
+        enc = getattr(model, which, None)
+        if enc is not None:
+            tokens[f"{which}_sequence"] = int(enc.pos_embed.shape[1])
+    return {
+        "config": {
+            k: getattr(cfg, k)
+            for k in ("image_size", "latent_dim", "num_classes", "modality", "fusion", "temporal", "ita_dim",
+                      "prompts", "num_prompts", "prompt_introductions", "embed_dim", "depth")
+        },
+        "tokens": tokens,
+        "trainable_params": trainable,
+        "frozen_params": frozen,
+        "total_params": trainable + frozen,
+        "per_component": ordered,
+    }
+
+
+def summarize_config(cfg: ModelConfig) -> dict[str, Any]:
+    """Parameters per component (trainable / frozen) and totals for `cfg`, without allocating weights.
+
+    Keys: config, tokens, trainable_params, frozen_params, total_params, per_component
+    ({component: {"trainable": n, "frozen": n}}).
+    """
+    from model.mma import MMADFER
+
+    cfg = dataclasses.replace(cfg).validate()
+    with torch.device("meta"):
+        model = MMADFER(cfg)
+    return summarize_model(model)
+
+
+def _m(n: int) -> str:
+    return f"{n / 1e6:.3f}M" if n else "-"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A readable table of `summarize_config`'s result."""
+    cfg = summary["config"]
+    lines = [
+        "MMA-DFER  S={image_size}  d={latent_dim}  C={num_classes}  modality={modality}  fusion={fusion}  "
+        "temporal={temporal}  prompts={prompts}".format(**cfg)
+        + (f" x{cfg['prompt_introductions']}" if cfg["prompts"] == "progressive" else ""),
+        "tokens: " + ", ".join(f"{k}={v}" for k, v in summary["tokens"].items()),
+        "",
+    ]
+    rows = [(name, e["trainable"], e["frozen"]) for name, e in summary["per_component"].items()]
+    rows.append(("total", summary["trainable_params"], summary["frozen_params"]))
+    width = max(len(r[0]) for r in rows)
+    lines.append(f"{'component':<{width}}  {'trainable':>14}  {'frozen':>14}")
+    lines.append("-" * (width + 32))
+    for i, (name, tr, fr) in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("-" * (width + 32))
+        lines.append(f"{name:<{width}}  {tr:>14,}  {fr:>14,}")
+    lines.append("")
+    lines.append(f"trainable {_m(summary['trainable_params'])} of {_m(summary['total_params'])} parameters")
+    return "\n".join(lines)
