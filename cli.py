@@ -526,11 +526,23 @@ def sweep(
 def demo(
     ctx: typer.Context,
     folds: Annotated[str, typer.Option("--folds", help="Folds to train (comma-separated).")] = "1",
+    clips_per_class: Annotated[
+        Optional[int], typer.Option("--clips-per-class", help="Synth clips per class [demo default: 16].")
+    ] = None,
+    seconds: Annotated[Optional[float], typer.Option("--seconds", help="Synth clip length [demo default: 2].")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs [demo default: 8].")] = None,
     force: ForceOpt = False,
 ) -> None:
     """One command, nothing to download: synth -> prep -> shard -> cache -> train -> eval -> report."""
     run_demo = _stage("demo", "pipeline.demo", "run_demo")
-    run_demo(_state(ctx).workspace, folds=[int(f) for f in folds.split(",") if f.strip()], force=force)
+    try:
+        fold_list = [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise MMAError(f"--folds {folds!r}: give comma-separated fold numbers (1..5)") from None
+    sizes = {"clips_per_class": clips_per_class, "seconds": seconds, "epochs": epochs}
+    sizes = {k: v for k, v in sizes.items() if v is not None}
+    out = run_demo(_state(ctx).workspace, folds=fold_list, force=force, **sizes)
+    typer.echo(out["text"])
 
 
 # --------------------------------------------------------------------------- model group
@@ -584,10 +596,14 @@ def model_import_official(
     dataset: Annotated[str, typer.Option("--dataset", help="dfew | mafw.")],
     image_size: Annotated[int, typer.Option("--image-size", help="S the checkpoint was trained at.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the mma checkpoint.")],
+    preset_name: Annotated[
+        str, typer.Option("--preset", help="Encoder geometry preset (paper = ViT-B, the authors').")
+    ] = "paper",
+    force: ForceOpt = False,
 ) -> None:
     """Convert a checkpoint in the authors' layout into an mma checkpoint."""
     import_official = _stage("model import-official", "model.official", "import_official_to_file")
-    report_ = import_official(ckpt, dataset=dataset, image_size=image_size, out=out)
+    report_ = import_official(ckpt, dataset=dataset, image_size=image_size, out=out, preset=preset_name, force=force)
     _print_json(report_)
 
 

@@ -86,7 +86,7 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
             raise MMAError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(first)})") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError) as exc:
         raise MMAError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
-    allowed: list[tuple[Any, str]] = []
+    allowed: list[Any] = []
     placeholders = []
     for name in names:
         obj = _resolve_numpy(name)
@@ -94,6 +94,10 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
             obj = _inert_class(name)
             placeholders.append(name)
         allowed.append((obj, name))
+    if len(placeholders) < len(names):  # numpy arrays: their dtype instances are built too
+        import numpy as np
+
+        allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
     if placeholders:
         log.info("%s: not loading pickled Python objects %s (only tensors are used)", path, ", ".join(placeholders))
     try:

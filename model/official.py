@@ -216,10 +216,21 @@ def load_official_checkpoint(path: str | Path, cfg: Any) -> MMADFER:
 
 
 def import_official_to_file(
-    ckpt: str | Path, *, dataset: str, image_size: int, out: str | Path, force: bool = False
+    ckpt: str | Path,
+    *,
+    dataset: str,
+    image_size: int,
+    out: str | Path,
+    preset: str = "paper",
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Convert an authors' checkpoint into an mma checkpoint (full state) at `out`; returns a report."""
-    from pipeline.config import paper, to_dict
+    """Convert an authors' checkpoint into an mma checkpoint (full state) at `out`; returns a report.
+
+    `preset` gives the encoder geometry (the authors' is `paper`, ViT-B); the class count
+    comes from `dataset`.
+    """
+    from pipeline.config import preset as preset_config
+    from pipeline.config import to_dict
     from pipeline.datasets import DATASETS
 
     if dataset not in DATASETS:
@@ -228,7 +239,7 @@ def import_official_to_file(
     if out.exists() and not force:
         raise MMAError(f"{out}: already exists (use --force to overwrite)")
     spec = DATASETS[dataset]
-    cfg = paper()
+    cfg = preset_config(preset)
     cfg.dataset = dataset
     cfg.name = "official"
     cfg.model.image_size = image_size

@@ -8,7 +8,9 @@ after block 6 of 12 (paper eq. 1, Table 7).
 
 When L <= M the slices partition the M tokens (sizes differ by at most one, larger first);
 when L > M (e.g. 12 introductions of 6 tokens) set l updates the single token
-floor(l * M / L), so every token is updated L / M times.
+floor(l * M / L), so every token is updated L / M times. A set that would enter after the
+last block could never change the output (only the class token is read out), so it is
+not created: with L = depth (paper Table 7's "12") there are depth - 1 sets.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ class PromptUpdate:
 
 
 def prompt_schedule(num_prompts: int, introductions: int, depth: int) -> list[PromptUpdate]:
-    """Where each progressive set enters (see module docstring); [] for no introductions."""
+    """Where each progressive set enters (see module docstring); [] for no introductions.
+
+    Sets are numbered consecutively (`index`) among those kept.
+    """
     if introductions <= 0:
         return []
     if num_prompts < 1:
@@ -49,7 +54,8 @@ def prompt_schedule(num_prompts: int, introductions: int, depth: int) -> list[Pr
         for index in range(introductions):
             start = index * num_prompts // introductions
             updates.append(PromptUpdate(index, index * depth // introductions, start, start + 1))
-    return updates
+    kept = [u for u in updates if u.layer < depth - 1]
+    return [PromptUpdate(i, u.layer, u.start, u.end) for i, u in enumerate(kept)]
 
 
 class PromptTokens(nn.Module):

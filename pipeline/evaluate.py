@@ -278,7 +278,11 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
     if cfg.model.num_classes != run_cfg.model.num_classes:
         raise MMAError(f"{path}: checkpoint has {run_cfg.model.num_classes} classes, {cfg.dataset} has "
                        f"{cfg.model.num_classes}")
-    net = mdl.build_model(run_cfg.model)
+    # Frozen encoders without a checkpoint are random: rebuild them exactly as the trainer
+    # did (seeded right before build_model), so a demo/test checkpoint evaluates as trained.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(saved.train.seed)
+        net = mdl.build_model(run_cfg.model)
     if ck.get("full_state"):
         missing, unexpected = net.load_state_dict(ck["model"], strict=False)
         if missing or unexpected:
@@ -314,8 +318,6 @@ def _encoder_path(ck: dict[str, Any], which: str) -> str | None:
 def _check_encoder_hash(ck: dict[str, Any], which: str, path: str | None) -> None:
     entry = (ck.get("encoders") or {}).get(which) or {}
     if path is None:
-        if entry.get("path"):
-            raise MMAError(f"the checkpoint was trained with {which} encoder {entry['path']}; pass --{which}-ckpt")
         return
     if not Path(path).is_file():
         raise MMAError(f"{path}: {which} encoder checkpoint not found (pass --{which}-ckpt)")

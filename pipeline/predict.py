@@ -136,11 +136,9 @@ def predict_video(net: torch.nn.Module, cfg: RunConfig, classes: Sequence[str], 
         if (clip_dir / "meta.json").exists():
             meta = {**json.loads((clip_dir / "meta.json").read_text()), **(meta or {})}
         warnings = [str(w) for w in meta.get("warnings", [])]
-        if not meta.get("has_audio", True):
+        if not meta.get("has_audio", True) and not any("no audio" in w for w in warnings):
             warnings.append("no audio track: predicted from the silence spectrogram (vision only in effect)")
             log.warning("%s: no audio track; using the silence spectrogram", video)
-        if meta.get("faces_found", 1) == 0:
-            warnings.append("no face found in any frame: the fallback crop was used")
         probs = _distribution(net, cfg, clip_dir, dev)
         out: dict[str, Any] = {"video": str(video), **_top(probs, classes),
                                "num_frames": meta.get("num_frames"), "fps": meta.get("fps"),

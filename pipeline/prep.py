@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.config import DataConfig, to_dict
 from pipeline.errors import MMAError
-from pipeline.io import append_jsonl, atomic_dir, atomic_write_json, read_jsonl, sha256_json
+from pipeline.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, sha256_json
 from pipeline.paths import Workspace
 from pipeline.video import ClipError
 
@@ -293,7 +293,7 @@ def run_prep(
     settings clash); per-clip failures go to failures.jsonl and the run goes on.
     """
     from pipeline.cluster import ClusterSpec, map_tasks, open_client
-    from pipeline.manifest import build_manifest, write_manifest
+    from pipeline.manifest import build_manifest
 
     _check_settings(data_cfg)
     root = Path(root)
@@ -333,20 +333,15 @@ def run_prep(
     failures_path = prep_dir / "failures.jsonl"
     retried = {r["clip_id"] for r in todo} | {r["clip_id"] for r in unusable} | set(done)
     kept = [f for f in read_jsonl(failures_path) if f.get("clip_id") not in retried]
-    from pipeline.io import atomic_write_text
-
     atomic_write_text(failures_path, "".join(json.dumps(f) + "\n" for f in kept))
     for r in unusable:
         append_jsonl(failures_path, {"clip_id": r["clip_id"], "stage": "manifest", "error": r["problem"],
                                      "video": r["video"]})
 
-    failed: dict[str, dict] = {}
-
     def on_result(row: dict, result: dict) -> None:
         if result["ok"]:
             return
         record = {"clip_id": row["clip_id"], "stage": result["stage"], "error": result["error"], "video": row["video"]}
-        failed[row["clip_id"]] = record
         append_jsonl(failures_path, record)
         log.warning("clip %s failed at %s: %s", row["clip_id"], result["stage"], result["error"])
 

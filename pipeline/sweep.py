@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import submitit
 
 from pipeline.config import RunConfig, apply_overrides, from_dict, load_config_file, preset, to_dict
+from pipeline.datasets import NUM_FOLDS
 from pipeline.errors import MMAError
 from pipeline.experiments import (EXPERIMENTS, Experiment, Job, expand, get_experiment, list_experiments,
                                   parse_folds, run_name, sweep_id)
@@ -455,25 +456,26 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
     rows = []
     for row in experiment.rows:
         name = run_name(experiment.name, row.key, preset_name)
-        folds = sorted({e["fold"] for e in recorded.values() if e.get("run_name") == name}) \
-            or list(experiment.default_folds)
+        tried = {int(e["fold"]) for e in recorded.values() if e.get("run_name") == name}
+        tried |= {k for k in range(1, NUM_FOLDS + 1) if ws.run_dir(dataset, name, k).is_dir()}
+        folds = sorted(tried | set(experiment.default_folds))
         per_fold, missing = {}, []
         for k in folds:
             st = _fold_status(ws.run_dir(dataset, name, k))
             if st["status"] == "ok":
                 per_fold[k] = st["result"]
             else:
-                missing.append(f"fold{k} {st['status']}")
+                missing.append(f"fold{k} " + ("not run" if k not in tried else st["status"]))
         mean = {m: (sum(float(r[m]) for r in per_fold.values()) / len(per_fold)
                     if per_fold and all(isinstance(r.get(m), (int, float)) for r in per_fold.values()) else None)
                 for m in METRICS}
-        rows.append({"row": row.key, "label": row.label, "run_name": name, "folds": folds,
+        rows.append({"row": row.key, "label": row.label, "run_name": name, "folds": folds, "ran": bool(tried),
                      "folds_ok": sorted(per_fold), "missing": missing, "mean": mean, "paper": dict(row.paper),
                      "per_fold": {k: {m: r.get(m) for m in METRICS} for k, r in per_fold.items()}})
     report = {"experiment": experiment.name, "table": experiment.table, "title": experiment.title,
               "dataset": dataset, "preset": preset_name, "sweep": sid, "paper_source": experiment.paper_source,
               "extra_columns": [list(c) for c in experiment.extra_columns], "rows": rows,
-              "complete": all(not r["missing"] for r in rows)}
+              "complete": all(r["ran"] and not r["missing"] for r in rows)}
     report["markdown"] = _report_markdown(report)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / "report.md", report["markdown"])
@@ -481,9 +483,9 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
     atomic_write_json(directory / "report.json", {k: v for k, v in report.items() if k != "markdown"})
     _report_png(report, directory / "report.png")
     report["files"] = [str(directory / n) for n in ("report.md", "report.csv", "report.png")]
-    if not report["complete"]:
-        log.warning("sweep %s: some folds are missing: %s", sid,
-                    "; ".join(f"{r['label']}: {', '.join(r['missing'])}" for r in rows if r["missing"]))
+    incomplete = [f"{r['label']}: {', '.join(r['missing'])}" for r in rows if r["ran"] and r["missing"]]
+    if incomplete:
+        log.warning("sweep %s: some folds are missing: %s", sid, "; ".join(incomplete))
     return report
 
 
@@ -506,10 +508,10 @@ def _report_markdown(report: Mapping[str, Any]) -> str:
                  ("uar", "war", "uar_2clip", "war_2clip")], _fmt(p.get("uar")), _fmt(p.get("war")),
                  *[("+" if d is not None and d >= 0 else "") + _fmt(d) for d in delta],
                  *[_fmt(p.get(key)) for _, key in extra],
-                 "ok" if not r["missing"] else "MISSING: " + ", ".join(r["missing"])]
+                 "not run" if not r["ran"] else ("ok" if not r["missing"] else "MISSING: " + ", ".join(r["missing"]))]
         lines.append("| " + " | ".join(cells) + " |")
     if not report["complete"]:
-        lines += ["", "Rows marked MISSING average only the folds that finished."]
+        lines += ["", "Rows marked MISSING average only the folds that finished; `not run` rows were never submitted."]
     return "\n".join(lines) + "\n"
 
 
@@ -553,7 +555,8 @@ def _report_png(report: Mapping[str, Any], path: Path) -> Path:
         for bar, v in zip(bars, values):
             ax.annotate("-" if v is None else f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=6)
-    ax.set_xticks(x, [r["label"] + (" (missing folds)" if r["missing"] else "") for r in rows], rotation=20,
+    ax.set_xticks(x, [r["label"] + ("\n(not run)" if not r["ran"] else "\n(missing folds)" if r["missing"] else "")
+                      for r in rows], rotation=20,
                   ha="right", fontsize=8)
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)

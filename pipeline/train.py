@@ -37,7 +37,7 @@ from pipeline.distributed import DistInfo, all_reduce_sum, barrier, gather_objec
 from pipeline.errors import MMAError
 from pipeline.evaluate import (autocast, autocast_dtype, evaluate_model, make_loader, prepare_batch,
                                read_classes_for, summary_fields, write_eval_outputs)
-from pipeline.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
+from pipeline.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from pipeline.paths import Workspace
 
 log = logging.getLogger(__name__)
@@ -115,19 +115,6 @@ def config_differences(saved: RunConfig, current: RunConfig) -> list[str]:
     a, b = _flatten(to_dict(saved)), _flatten(to_dict(current))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RUNTIME_ONLY and a.get(k) != b.get(k)]
-
-
-def encoders_info(cfg: RunConfig) -> dict[str, Any]:
-    """{"vision": {"path", "sha256"}, "audio": {...}} of the frozen encoders (None when random)."""
-    out: dict[str, Any] = {}
-    for which, path in (("vision", cfg.vision_ckpt), ("audio", cfg.audio_ckpt)):
-        if path:
-            if not Path(path).is_file():
-                raise MMAError(f"{path}: {which} encoder checkpoint not found")
-            out[which] = {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
-        else:
-            out[which] = {"path": None, "sha256": None}
-    return out
 
 
 def _loader_len(loader: Any) -> int | None:
@@ -213,11 +200,11 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
 
     device = info.device
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    enc = encoders_info(cfg)
-    net = mdl.build_model(cfg.model)
+    net = mdl.build_model(cfg.model)  # right after seeding: eval rebuilds random encoders the same way
     if cfg.vision_ckpt or cfg.audio_ckpt:
-        report = mdl.load_encoder_checkpoints(net, cfg.vision_ckpt, cfg.audio_ckpt)
-        log.info("encoders loaded: %s", report)
+        mdl.load_encoder_checkpoints(net, cfg.vision_ckpt, cfg.audio_ckpt)
+    none = {"path": None, "sha256": None}
+    enc = {w: dict(net.encoder_sources.get(w) or none) for w in ("vision", "audio")}
     if cfg.train.source == "cache":
         from pipeline.cache import check_cache_matches
 

@@ -60,3 +60,56 @@ def test_report_complete_mean_through_cli(tmp_path, workspace):
     assert rep["mean"]["war"] == pytest.approx(57.6)
     assert rep["mean"]["uar_2clip"] == pytest.approx(45.4)
     assert rep["mean"]["war_2clip"] == pytest.approx(58.4)
+
+
+def _authors_checkpoint(net, path: Path) -> Path:
+    """Write `net` in the authors' layout ({'state_dict': {'module.<their name>': tensor}}) via the key map."""
+    import torch
+    from model.official import official_keys
+
+    cfg = net.config
+    inner = cfg.temporal_heads * cfg.temporal_head_dim
+    sd = {}
+    for key, value in net.state_dict().items():
+        theirs = official_keys(key)
+        parts = [value] if len(theirs) == 1 else [value[:inner], value[inner:]]  # qkv -> to_q, to_kv
+        for name, part in zip(theirs, parts):
+            sd[f"module.{name}"] = part.clone()
+    torch.save({"epoch": 25, "state_dict": sd}, path)
+    return path
+
+
+def test_eval_official_checkpoint_matches_ours(sharded, workspace, tiny_config, tmp_path):
+    """The authors' layout (--official) and our checkpoint of the same weights evaluate identically."""
+    import torch
+
+    import model as mdl
+    from model.checkpoint import save_model_checkpoint
+    from pipeline.config import to_dict
+    from pipeline.evaluate import evaluate_checkpoint
+
+    torch.manual_seed(tiny_config.train.seed)
+    net = mdl.build_model(tiny_config.model)
+    with torch.no_grad():  # make the head informative-looking: not all-equal logits
+        net.classifier.bias.copy_(torch.tensor([0.0, 0.3, -0.2, 0.1]))
+    ours = tmp_path / "ours.pt"
+    none = {"path": None, "sha256": None}
+    save_model_checkpoint(ours, net, to_dict(tiny_config), {"vision": none, "audio": none})
+    official = _authors_checkpoint(net, tmp_path / "mma_dfer_fold1.pth")
+
+    a = evaluate_checkpoint(tiny_config, workspace, official, official=True, out_dir=tmp_path / "eval_official")
+    b = evaluate_checkpoint(tiny_config, workspace, ours, out_dir=tmp_path / "eval_ours")
+    assert a["official"] and not b["official"]
+    for key in ("uar", "war", "uar_2clip", "war_2clip", "confusion", "per_class_recall"):
+        assert a[key] == b[key], key
+    assert a["clips"] > 0 and sum(map(sum, a["confusion"])) == a["clips"]
+    assert set(a["per_class_recall"]) == {"happiness", "sadness", "neutral", "anger"}
+    for name in ("eval.json", "predictions.csv", "confusion.csv", "confusion_2clip.csv", "confusion.png"):
+        assert (tmp_path / "eval_official" / name).exists(), name
+    ours_csv = (tmp_path / "eval_ours" / "predictions.csv").read_text()
+    assert (tmp_path / "eval_official" / "predictions.csv").read_text() == ours_csv
+
+    res = CliRunner().invoke(cli.app, ["--workdir", str(workspace.workdir), "--manifests", str(workspace.manifest_dir),
+                                       "eval", "synth", "--fold", "1", "--checkpoint", str(ours), "--official",
+                                       "--preset", "tiny"])
+    assert res.exit_code == 2 and "error:" in res.output and "authors' code" in res.output
