@@ -92,8 +92,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--sizes", default="112,160,224", help="GPU image sizes (paper preset)")
     ap.add_argument("--cpu-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/train_step.json"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows: list[dict[str, Any]] = []
     cpu = torch.device("cpu")

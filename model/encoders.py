@@ -114,8 +114,8 @@ class PromptedViT(VisionTransformer):
         """Final norm, class token: (B, L, D) -> (B, D)."""
         return self.norm(x)[:, 0]
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder alone (no fusion): input -> class token."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder alone (no fusion): input -> class token (replaces timm's forward)."""
         h = self.start(self.embed_patches(x))
         for i, blk in enumerate(self.blocks):
             h = self.add_prompts(i, blk(h))

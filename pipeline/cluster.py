@@ -91,6 +91,7 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
 
 def progress_bar(description: str, total: int, unit: str = "clips") -> Any:
     """A rich Progress with rate (items/s) and ETA columns, transient off so the last state stays."""
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -117,6 +118,7 @@ def progress_bar(description: str, total: int, unit: str = "clips") -> Any:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
     )
 
 

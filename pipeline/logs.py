@@ -7,13 +7,15 @@ import logging
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Route library logging through rich (idempotent: safe to call from every command)."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_mma", False):
             root.removeHandler(handler)
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    # stderr: stdout stays clean for results (--json output of commands).
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False)
     handler._mma = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(handler)

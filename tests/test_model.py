@@ -113,12 +113,14 @@ def test_zero_gates_leave_the_encoders_unimodal(fusion, temporal):
         vt, at = fused.embed(frames, spec)
         v1, a1 = fused.encode_embedded(vt, at)
         v2, a2 = plain.encode_embedded(vt, at)
+        alone_v, alone_a = fused.vision(frames.flatten(0, 1)), fused.audio(spec)  # each encoder on its own
         # and the gates matter once opened
         for name, p in fused.named_parameters():
             if "gate" in name:
                 p.fill_(0.3)
         v3, a3 = fused.encode_embedded(vt, at)
     assert torch.equal(v1, v2) and torch.equal(a1, a2)
+    assert torch.equal(v1.flatten(0, 1), alone_v) and torch.equal(a1, alone_a)
     assert not torch.allclose(v1, v3)
     if fusion != "none":
         assert not torch.allclose(a1, a3)
