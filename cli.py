@@ -285,7 +285,11 @@ def shard(
     cfg = _run_config(
         ctx, "paper", None, None, dataset=dataset, **{"data.shard_max_clips": max_clips, "data.shard_max_bytes": max_bytes}
     )
-    run_shard(dataset, _state(ctx).workspace, cfg.data, force=force)
+    index = run_shard(dataset, _state(ctx).workspace, cfg.data, force=force)
+    folds = {k: v["clips"] for k, v in index["folds"].items()}
+    _print_json({"shards": len(index["shards"]), "written": index["written"], "kept": index["kept"],
+                 "clips": index["clips_sharded"], "clips_per_fold": folds, "left_out": index["excluded"],
+                 "prep_hash": index["prep_hash"], "seconds": index["seconds"]})
 
 
 @app.command()
@@ -299,6 +303,7 @@ def cache(
     image_size: ImageSizeOpt = None,
     views: Annotated[Optional[int], typer.Option("--views", help="Pre-augmented views per training clip.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Dask workers.")] = 2,
+    cluster: Annotated[str, typer.Option("--cluster", help="local | slurm | serial.")] = "local",
     vision_ckpt: VisionCkptOpt = None,
     audio_ckpt: AudioCkptOpt = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda (default: cuda if available).")] = None,
@@ -319,7 +324,11 @@ def cache(
         },
     )
     run_cache = _stage("cache", "pipeline.cache", "run_cache")
-    run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force)
+    summary = run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force, cluster=cluster)
+    _print_json(summary)
+    if not summary.get("complete", True):
+        typer.echo("cache unfinished: some shards failed (see the log); rerun to retry them", err=True)
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- training and after

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--mtcnn-clips", type=int, default=4)
     parser.add_argument("--device", default=None, help="MTCNN device (default: cuda if available).")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads for the MTCNN comparison (prep workers use --threads-per-worker=1).")
     parser.add_argument("--json", type=Path, help="Write the results here.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -118,7 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
             root = scratch / "synth"
             make_synth_dataset(root, clips_per_class=args.clips_per_class, seconds=args.seconds, classes=args.classes)
         workers = bench_workers(root, scratch, [int(w) for w in args.workers.split(",")], args.crop_size)
+        import torch
+
+        torch.set_num_threads(args.threads)
         mtcnn = bench_mtcnn(root, args.mtcnn_clips, device)
+        mtcnn["threads"] = args.threads
 
     import os
 
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
     for r in workers:
         t1.add_row(str(r["workers"]), str(r["clips"]), f"{r['seconds']:.1f}", f"{r['clips_per_s']:.2f}", f"{r['speedup']:.2f}x")
     console.print(t1)
-    t2 = Table(title=f"MTCNN on {mtcnn['frames']} frames of {mtcnn['clips']} clips ({mtcnn['device']})")
+    t2 = Table(title=f"MTCNN on {mtcnn['frames']} frames of {mtcnn['clips']} clips "
+                     f"({mtcnn['device']}, {mtcnn['threads']} thread(s))")
     for col in ("mode", "frames/s", "ratio"):
         t2.add_column(col, justify="right")
     t2.add_row("one frame per call (authors)", f"{mtcnn['per_frame_fps']:.1f}", "1.00x")

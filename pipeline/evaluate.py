@@ -295,9 +295,6 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
         _check_encoder_hash(ck, "audio", audio)
         if vision or audio:
             mdl.load_encoder_checkpoints(net, vision, audio)
-        else:
-            log.warning("%s: no encoder checkpoints recorded or given; frozen encoders are RANDOM "
-                        "(as they were in training)", path)
         mdl.load_trainable_state_dict(net, ck["model"])
     info = {"checkpoint": str(path), "official": False, "trained_fold": saved.fold, "trained_dataset": saved.dataset,
             "epoch": ck.get("epoch")}

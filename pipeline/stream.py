@@ -242,6 +242,13 @@ def build_dataset(cfg: Any, ws: Workspace, split: str, *, epoch: int = 0, view: 
                        ledger=ws.shards_dir(cfg.dataset) / "read_errors.jsonl")
 
 
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                             torch.Tensor, list[str]]:
+    """Stack a list of (frames, fbank, label, clip_id) into the batch tuple (clip ids stay a list)."""
+    frames, fbanks, labels, ids = zip(*batch)
+    return torch.stack(frames), torch.stack(fbanks), torch.tensor(labels, dtype=torch.int64), list(ids)
+
+
 def loader_kwargs(num_workers: int) -> dict[str, Any]:
     """DataLoader options shared with the cached loader: pinned memory and persistent workers on GPU."""
     cuda = torch.cuda.is_available()
@@ -257,7 +264,7 @@ def build_loader(cfg: Any, ws: Workspace, split: str, *, epoch: int = 0, view: i
     dataset = build_dataset(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
                             world_size=world_size)
     workers = cfg.data.num_workers if num_workers is None else int(num_workers)
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, **loader_kwargs(workers))
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, collate_fn=collate, **loader_kwargs(workers))
 
 
 def iter_clips(path: str | Path) -> Iterator[dict[str, Any]]:

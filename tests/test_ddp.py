@@ -42,6 +42,10 @@ def test_torchrun_two_cpu_ranks(sharded, workspace, tiny_config, tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]  # rank 0 alone logs
     assert all(r["world_size"] == 2 for r in records)
+    from pipeline.stream import build_loader
+
+    train_clips = len(build_loader(tiny_config, workspace, "train").dataset)
+    assert all(r["train_clips"] == train_clips for r in records)  # the ranks' shares add up to the split
 
     rows = list(csv.DictReader((run_dir / "predictions.csv").open()))
     ids = [r["clip_id"] for r in rows]

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 import cli
 from pipeline.errors import MMAError
 
-EPOCHS = 6
-STOP_AFTER = 3
+EPOCHS = 15
+STOP_AFTER = 6
+LR = 3e-3
 
 
 class _Killed(Exception):
@@ -30,6 +31,7 @@ def _cfg(test_data_config):
     cfg.data.crop_size = test_data_config.crop_size
     cfg.data.num_workers = 0
     cfg.train.epochs = EPOCHS
+    cfg.train.lr = LR
     cfg.train.deterministic = True
     return cfg
 
@@ -59,7 +61,7 @@ def test_fold_learns_and_writes_run_dir(full_run):
     assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1))
     assert records[-1]["loss"] < records[0]["loss"]
     lrs = [r["lr"] for r in records]
-    assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine, per epoch
+    assert lrs[0] == pytest.approx(LR) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine, per epoch
     assert all(r["clips_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in records)
     rows = list(csv.DictReader((run_dir / "predictions.csv").open()))
     assert len(rows) == result["clips"] == len({r["clip_id"] for r in rows})
