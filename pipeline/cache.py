@@ -31,6 +31,7 @@ import logging
 import math
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -49,6 +50,7 @@ CACHE_FORMAT = "mma-cache-v1"
 CACHE_DTYPES = ("float16", "bfloat16")
 TEST_VIEWS = ((0, 1), (0, 2), (1, 2))  # (view, num_views) of the deterministic views after the K train views
 MIN_CHUNK_BYTES = 1 << 20
+READ_THREADS = 4
 
 
 # --------------------------------------------------------------------------- model and provenance
@@ -442,14 +444,22 @@ class CachedStream(IterableDataset):
         root = _open_store(self.path)
         vision = root["vision"] if "vision" in root else None
         audio = root["audio"] if "audio" in root else None
-        for b in range(0, len(mine), self.batch_size):
-            sel = mine[b:b + self.batch_size]
-            vt = torch.from_numpy(np.stack([vision[self.rows[i], self.views[i]] for i in sel])) if vision is not None \
-                else torch.zeros(len(sel), 0, 0, 0, dtype=torch.float16)
-            at = torch.from_numpy(np.stack([audio[self.rows[i], 0 if self.audio_views == 1 else self.views[i]]
-                                            for i in sel])) if audio is not None \
-                else torch.zeros(len(sel), 0, 0, dtype=torch.float16)
-            yield vt, at, torch.from_numpy(self.labels[sel]), [self.ids[i] for i in sel]
+
+        def read(i: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+            row, view = int(self.rows[i]), int(self.views[i])
+            return (vision[row, view] if vision is not None else None,
+                    audio[row, 0 if self.audio_views == 1 else view] if audio is not None else None)
+
+        # a few threads per reader: zarr fetches and Blosc decompression overlap (about 2x per clip)
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            for b in range(0, len(mine), self.batch_size):
+                sel = mine[b:b + self.batch_size]
+                parts = list(pool.map(read, sel))
+                vt = torch.from_numpy(np.stack([p[0] for p in parts])) if vision is not None \
+                    else torch.zeros(len(sel), 0, 0, 0, dtype=torch.float16)
+                at = torch.from_numpy(np.stack([p[1] for p in parts])) if audio is not None \
+                    else torch.zeros(len(sel), 0, 0, dtype=torch.float16)
+                yield vt, at, torch.from_numpy(self.labels[sel]), [self.ids[i] for i in sel]
 
 
 def build_cached_dataset(cfg: RunConfig, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0,

@@ -103,9 +103,11 @@ def tiny() -> RunConfig:
         temporal_head_dim=16,
         temporal_mlp_dim=128,
     )
-    cfg.train.epochs = 6
+    # Measured on `mma synth` data: 6 epochs at 1e-3 stays at chance; 15 at 3e-3 learns
+    # (fold-1 UAR 75-92 over seeds 1-3); 1e-2 diverges.
+    cfg.train.epochs = 15
     cfg.train.batch_size = 8
-    cfg.train.lr = 1e-3
+    cfg.train.lr = 3e-3
     cfg.data.num_workers = 0
     cfg.data.cache_views = 2
     return cfg

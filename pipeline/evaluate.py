@@ -269,9 +269,7 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
 
     from model.checkpoint import load_model_checkpoint
 
-    ck = load_model_checkpoint(path, map_location="cpu")
-    if ck.get("format") != "mma-v1":
-        raise MMAError(f"{path}: not an mma checkpoint (format {ck.get('format')!r}); use --official for the authors'")
+    ck = load_model_checkpoint(path, map_location="cpu")  # MMAError unless an mma checkpoint
     saved = from_dict(ck["config"], base=RunConfig())
     run_cfg = from_dict({"model": ck["config"]["model"], "data": ck["config"]["data"]}, base=_copy(cfg))
     run_cfg.data.num_workers = cfg.data.num_workers
@@ -323,11 +321,18 @@ def _check_encoder_hash(ck: dict[str, Any], which: str, path: str | None) -> Non
         log.warning("%s: sha256 differs from the %s encoder the checkpoint was trained with", path, which)
 
 
+def default_eval_dir(ws: Workspace, cfg: RunConfig, checkpoint: str | Path) -> Path:
+    """<workdir>/<ds>/runs/eval/<label>/fold<k>; label = file stem, or <run>_<fold dir> for a run's last.pt."""
+    path = Path(checkpoint).resolve()
+    label = f"{path.parent.parent.name}_{path.parent.name}" if path.stem == "last" else path.stem
+    return ws.runs_dir(cfg.dataset) / "eval" / label / f"fold{cfg.fold}"
+
+
 def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *, official: bool = False,
                         out_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on fold cfg.fold; writes eval.json, predictions, confusion into out_dir.
 
-    out_dir defaults to <workdir>/<dataset>/runs/eval/<checkpoint stem>/fold<k>.
+    out_dir defaults to `default_eval_dir`.
     """
     classes = read_classes_for(cfg, ws)
     cfg.model.num_classes = len(classes)
@@ -340,8 +345,7 @@ def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *
             check_cache_matches(run_cfg, ws)
         net.to(info.device)
         result = evaluate_model(net, run_cfg, ws, info=info, two_clip=True)
-        out = Path(out_dir) if out_dir is not None else (
-            ws.runs_dir(cfg.dataset) / "eval" / Path(checkpoint).stem / f"fold{cfg.fold}")
+        out = Path(out_dir) if out_dir is not None else default_eval_dir(ws, cfg, checkpoint)
         summary = {**summary_fields(result, classes), "fold": cfg.fold, "dataset": cfg.dataset, **ck_info,
                    "out_dir": str(out)}
         if info.is_main:

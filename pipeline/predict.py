@@ -70,9 +70,7 @@ def load_predictor(checkpoint: str | Path, *, official: bool = False, dataset: s
     else:
         from model.checkpoint import load_model_checkpoint
 
-        ck = load_model_checkpoint(path, map_location="cpu")
-        if ck.get("format") != "mma-v1":
-            raise MMAError(f"{path}: not an mma checkpoint; use --official for the authors' files")
+        ck = load_model_checkpoint(path, map_location="cpu")  # MMAError unless an mma checkpoint
         cfg = from_dict(ck["config"], base=RunConfig())
         classes = _classes_for(dataset or cfg.dataset, workspace, ck.get("classes"))
         if len(classes) != cfg.model.num_classes:

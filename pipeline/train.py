@@ -169,6 +169,8 @@ def train_fold(cfg: RunConfig, ws: Workspace, *, run_dir: str | Path | None = No
     """
     cfg = copy.deepcopy(cfg)
     info = init_distributed()
+    if not info.is_main:  # rank 0 alone logs progress; the others speak up only for problems
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         return _train(cfg, ws, info, Path(run_dir) if run_dir is not None else None, resume, force, on_epoch_end)
     finally:

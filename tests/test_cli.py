@@ -76,7 +76,7 @@ def test_workdir_from_environment(monkeypatch, tmp_path):
 
     def fake_report(dataset, ws, runs_dir=None):
         seen["workdir"] = ws.workdir
-        return {}
+        return {"markdown": "| fold | UAR |"}
 
     monkeypatch.setattr(cli, "_stage", lambda *a: fake_report)
     result = runner.invoke(cli.app, ["report", "synth"], env={"MMA_WORKDIR": str(tmp_path / "w")})

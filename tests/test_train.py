@@ -141,3 +141,31 @@ def test_cli_train_eval_report(sharded, workspace, tmp_path):
     assert res.exit_code == 0, res.output
     assert "INCOMPLETE: 1/5 folds" in res.output and "fold2: missing" in res.output
     assert f"{trained['uar']:.2f}" in res.output
+
+
+def test_train_and_eval_from_cache(sharded, workspace, test_data_config, tmp_path):
+    """--from cache: forward_embedded on zarr tokens; eval of last.pt from the cache reproduces the result."""
+    from pipeline.cache import run_cache
+    from pipeline.evaluate import evaluate_checkpoint
+    from pipeline.paths import Workspace
+    from pipeline.train import train_fold
+
+    ws = Workspace(tmp_path / "work", workspace.manifest_dir)  # own cache.zarr, the session's shards
+    (ws.workdir / "synth").mkdir(parents=True)
+    (ws.workdir / "synth" / "shards").symlink_to(workspace.shards_dir("synth").resolve())
+    cfg = _cfg(test_data_config)
+    cfg.train.source = "cache"
+    cfg.train.epochs = 3
+    run_cache(cfg, ws, cluster="serial")
+    result = train_fold(cfg, ws, run_dir=tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3] and records[-1]["loss"] < records[0]["loss"]
+    assert result["clips"] == sum(map(sum, result["confusion"])) > 0
+    evaluated = evaluate_checkpoint(cfg, ws, tmp_path / "run" / "last.pt", out_dir=tmp_path / "eval")
+    for key in ("uar", "war", "uar_2clip", "war_2clip", "confusion"):
+        assert evaluated[key] == result[key], key
+
+    changed = copy.deepcopy(cfg)
+    changed.model.image_size = 48
+    with pytest.raises(MMAError, match="cache does not match"):
+        train_fold(changed, ws, run_dir=tmp_path / "run2")
