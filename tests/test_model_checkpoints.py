@@ -19,12 +19,6 @@ from pipeline.config import tiny
 from pipeline.errors import MMAError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_cfg(**kw):

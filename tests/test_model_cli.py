@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -15,12 +14,6 @@ from pipeline.config import tiny
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def summary(*args: str) -> dict:
