@@ -539,7 +539,7 @@ def demo(
         Optional[int], typer.Option("--clips-per-class", help="Synth clips per class [demo default: 16].")
     ] = None,
     seconds: Annotated[Optional[float], typer.Option("--seconds", help="Synth clip length [demo default: 2].")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs [demo default: 8].")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs [the tiny preset's].")] = None,
     force: ForceOpt = False,
 ) -> None:
     """One command, nothing to download: synth -> prep -> shard -> cache -> train -> eval -> report."""

@@ -413,6 +413,16 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
 # --------------------------------------------------------------------------- the cached loader
 
 
+def _stack(parts: list[np.ndarray], shared: bool) -> torch.Tensor:
+    """Stack into a new tensor; in a DataLoader worker straight into shared memory (saves the copy
+    the worker would otherwise make to send the batch)."""
+    out = torch.empty((len(parts), *parts[0].shape), dtype=torch.float16)
+    if shared:
+        out.share_memory_()
+    np.stack(parts, out=out.numpy())
+    return out
+
+
 class CachedStream(IterableDataset):
     """Batches of cached tokens for one split of one fold; rows split over (rank, worker) slots."""
 
@@ -455,9 +465,9 @@ class CachedStream(IterableDataset):
             for b in range(0, len(mine), self.batch_size):
                 sel = mine[b:b + self.batch_size]
                 parts = list(pool.map(read, sel))
-                vt = torch.from_numpy(np.stack([p[0] for p in parts])) if vision is not None \
+                vt = _stack([p[0] for p in parts], shared=info is not None) if vision is not None \
                     else torch.zeros(len(sel), 0, 0, 0, dtype=torch.float16)
-                at = torch.from_numpy(np.stack([p[1] for p in parts])) if audio is not None \
+                at = _stack([p[1] for p in parts], shared=info is not None) if audio is not None \
                     else torch.zeros(len(sel), 0, 0, dtype=torch.float16)
                 yield vt, at, torch.from_numpy(self.labels[sel]), [self.ids[i] for i in sel]
 

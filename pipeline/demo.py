@@ -30,7 +30,6 @@ DEMO_CLASSES = 4
 DEMO_CLIPS_PER_CLASS = 16
 DEMO_SECONDS = 2.0
 DEMO_CROP = 64
-DEMO_EPOCHS = 8
 
 
 def demo_workspace(ws: Workspace) -> Workspace:
@@ -38,8 +37,8 @@ def demo_workspace(ws: Workspace) -> Workspace:
     return Workspace(Path(ws.workdir), Path(ws.workdir) / "data_manifests")
 
 
-def demo_config(fold: int = 1, *, epochs: int = DEMO_EPOCHS) -> RunConfig:
-    """The tiny preset on the synth data, trained from the patch-embedding cache."""
+def demo_config(fold: int = 1, *, epochs: int | None = None) -> RunConfig:
+    """The tiny preset on the synth data, trained from the patch-embedding cache (epochs: the preset's)."""
     cfg = tiny()
     cfg.dataset = DATASET
     cfg.name = RUN_NAME
@@ -47,7 +46,8 @@ def demo_config(fold: int = 1, *, epochs: int = DEMO_EPOCHS) -> RunConfig:
     cfg.data.crop_size = DEMO_CROP
     cfg.data.num_workers = 0
     cfg.train.source = "cache"
-    cfg.train.epochs = epochs
+    if epochs is not None:
+        cfg.train.epochs = epochs
     return cfg
 
 
@@ -72,7 +72,7 @@ def _step_synth(root: Path, *, classes: int, clips_per_class: int, seconds: floa
 
 def run_demo(ws: Workspace, *, folds: Sequence[int] = (1,), force: bool = False,
              clips_per_class: int = DEMO_CLIPS_PER_CLASS, seconds: float = DEMO_SECONDS,
-             classes: int = DEMO_CLASSES, epochs: int = DEMO_EPOCHS, workers: int = 2) -> dict[str, Any]:
+             classes: int = DEMO_CLASSES, epochs: int | None = None, workers: int = 2) -> dict[str, Any]:
     """Run every stage on a synth dataset under ws.workdir; returns the results table, plots and timings.
 
     Returns {"text": table for the terminal, "folds": per-fold results, "plots": png paths,

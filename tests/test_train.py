@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
