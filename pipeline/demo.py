@@ -162,6 +162,8 @@ def format_demo(out: dict[str, Any]) -> str:
                 _fmt(res.get(k)) for k in ("uar", "war", "uar_2clip", "war_2clip")) + f" | {res.get('clips', '-')}")
     lines += [f"chance level: UAR {out['chance']:.2f}", "", "plots:"]
     lines += [f"  {p}" for p in out["plots"]]
-    lines += [f"report: {out['report']}", f"workdir: {out['workdir']}", "",
+    trained = ",".join(str(r["fold"]) for r in out["folds"])
+    lines += [f"report: {out['report']} (the 5-fold table; the demo trained fold(s) {trained}: "
+              "`mma demo --folds 1,2,3,4,5` for all)", f"workdir: {out['workdir']}", "",
               "seconds per step: " + ", ".join(f"{k} {v:g}" for k, v in out["steps"].items())]
     return "\n".join(lines)
