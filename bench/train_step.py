@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="112,160,224", help="GPU image sizes (paper preset)")
     ap.add_argument("--cpu-only", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/train_step.json"))
+    ap.add_argument("--json", type=Path, default=Path("bench/results/train_step.json"), help="write the results here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -138,8 +138,8 @@ def main() -> None:
     meta = {"torch": torch.__version__, "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
             "batch_size": 8, "steps": args.steps, "warmup": args.warmup,
             "note": "peak_mem_mb: CUDA max allocated on GPU; process peak RSS so far on CPU (monotone)"}
-    atomic_write_json(args.out, {"meta": meta, "rows": rows})
-    print(f"wrote {args.out}")
+    atomic_write_json(args.json, {"meta": meta, "rows": rows})
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
