@@ -122,34 +122,26 @@ class PromptedViT(VisionTransformer):
         return self.finish(h)
 
 
-def build_vision_encoder(cfg: ModelConfig, prompts: PromptTokens | None) -> PromptedViT:
-    """MAE-Face-shaped encoder at S x S (RGB, 16 px patches)."""
-    return PromptedViT(
-        img_size=cfg.image_size,
-        in_chans=3,
+def _geometry(cfg: ModelConfig) -> dict:
+    """The ViT geometry both encoders share (width, depth, heads, MLP ratio, patch, drop-path)."""
+    return dict(
         embed_dim=cfg.embed_dim,
         depth=cfg.depth,
         num_heads=cfg.num_heads,
         mlp_ratio=cfg.mlp_ratio,
         patch_size=cfg.patch_size,
         drop_path=cfg.drop_path,
-        prompts=prompts,
     )
+
+
+def build_vision_encoder(cfg: ModelConfig, prompts: PromptTokens | None) -> PromptedViT:
+    """MAE-Face-shaped encoder at S x S (RGB, 16 px patches)."""
+    return PromptedViT(img_size=cfg.image_size, in_chans=3, prompts=prompts, **_geometry(cfg))
 
 
 def build_audio_encoder(cfg: ModelConfig, prompts: PromptTokens | None) -> PromptedViT:
     """AudioMAE-shaped encoder on a (1, frames, mel bins) spectrogram, non-overlapping patches."""
-    return PromptedViT(
-        img_size=(cfg.audio_frames, cfg.audio_mel_bins),
-        in_chans=1,
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        patch_size=cfg.patch_size,
-        drop_path=cfg.drop_path,
-        prompts=prompts,
-    )
+    return PromptedViT(img_size=(cfg.audio_frames, cfg.audio_mel_bins), in_chans=1, prompts=prompts, **_geometry(cfg))
 
 
 def resize_pos_embed(

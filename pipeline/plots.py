@@ -1,9 +1,9 @@
-"""Figures a person looks at after a run: confusion matrix and training curves (PNG, atomic)."""
+"""Figures a person looks at: confusion matrix, training curves, a sweep's ours-vs-paper bars (PNG, atomic)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -17,6 +17,18 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write atomically as PNG, close; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str = "") -> Path:
@@ -41,12 +53,7 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: st
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -70,9 +77,35 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str 
     ax_acc.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def plot_ours_vs_paper(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Grouped bars per row: our UAR/WAR (solid) next to the paper's (hatched)."""
+    plt = _pyplot()
+    rows = report["rows"]
+    x = np.arange(len(rows))
+    width = 0.2
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.2))
+    series = [("ours UAR", lambda r: r["mean"]["uar"], "tab:blue", None),
+              ("paper UAR", lambda r: r["paper"].get("uar"), "tab:blue", "//"),
+              ("ours WAR", lambda r: r["mean"]["war"], "tab:orange", None),
+              ("paper WAR", lambda r: r["paper"].get("war"), "tab:orange", "//")]
+    for i, (label, get, color, hatch) in enumerate(series):
+        values = [get(r) for r in rows]
+        heights = [v if v is not None else 0.0 for v in values]
+        bars = ax.bar(x + (i - 1.5) * width, heights, width, label=label, color=color,
+                      alpha=0.45 if hatch else 0.9, hatch=hatch, edgecolor=color)
+        for bar, v in zip(bars, values):
+            ax.annotate("-" if v is None else f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(x, [r["label"] + ("\n(not run)" if not r["ran"] else "\n(missing folds)" if r["missing"] else "")
+                      for r in rows], rotation=20,
+                  ha="right", fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{report['table']} ({report['dataset']}, {report['preset']}): ours vs paper ({report['paper_source']})",
+                 fontsize=9)
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)

@@ -45,7 +45,7 @@ def _find_runs_dir(dataset: str, ws: Workspace) -> Path:
     raise MMAError(f"{base}: several runs ({names}); pass --runs {base}/<name>")
 
 
-def _fold_status(fold_dir: Path) -> dict[str, Any]:
+def fold_status(fold_dir: Path) -> dict[str, Any]:
     """{'status': ok|missing|unfinished|invalid, 'result': dict|None, 'note': str}."""
     if not fold_dir.is_dir():
         return {"status": "missing", "result": None, "note": "no run directory"}
@@ -81,7 +81,7 @@ def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = No
         raise MMAError(f"{runs}: runs folder does not exist")
     folds: list[dict[str, Any]] = []
     for k in range(1, NUM_FOLDS + 1):
-        st = _fold_status(runs / f"fold{k}")
+        st = fold_status(runs / f"fold{k}")
         row: dict[str, Any] = {"fold": k, "status": st["status"], "note": st["note"]}
         res = st["result"] or {}
         for m in METRICS:

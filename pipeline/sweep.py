@@ -36,8 +36,9 @@ from pipeline.datasets import NUM_FOLDS
 from pipeline.errors import MMAError
 from pipeline.experiments import (EXPERIMENTS, Experiment, Job, expand, get_experiment, list_experiments,
                                   parse_folds, run_name, sweep_id)
-from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.io import atomic_write_json, atomic_write_text
 from pipeline.paths import Workspace
+from pipeline.plots import plot_ours_vs_paper
 
 log = logging.getLogger(__name__)
 
@@ -446,7 +447,7 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
                  state: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The experiment's table (paper row order): mean over folds, paper numbers alongside, missing folds
     flagged. Writes report.md, report.csv and report.png into the sweep folder."""
-    from pipeline.report import METRICS, _fold_status
+    from pipeline.report import METRICS, fold_status
 
     experiment = get_experiment(experiment_name, dataset)
     sid = sweep_id(experiment.name, preset_name)
@@ -461,7 +462,7 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
         folds = sorted(tried | set(experiment.default_folds))
         per_fold, missing = {}, []
         for k in folds:
-            st = _fold_status(ws.run_dir(dataset, name, k))
+            st = fold_status(ws.run_dir(dataset, name, k))
             if st["status"] == "ok":
                 per_fold[k] = st["result"]
             else:
@@ -481,7 +482,7 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
     atomic_write_text(directory / "report.md", report["markdown"])
     atomic_write_text(directory / "report.csv", _report_csv(report))
     atomic_write_json(directory / "report.json", {k: v for k, v in report.items() if k != "markdown"})
-    _report_png(report, directory / "report.png")
+    plot_ours_vs_paper(report, directory / "report.png")
     report["files"] = [str(directory / n) for n in ("report.md", "report.csv", "report.png")]
     incomplete = [f"{r['label']}: {', '.join(r['missing'])}" for r in rows if r["ran"] and r["missing"]]
     if incomplete:
@@ -530,45 +531,6 @@ def _report_csv(report: Mapping[str, Any]) -> str:
                     *["" if m[k] is None else f"{m[k]:.4f}" for k in ("uar", "war", "uar_2clip", "war_2clip")],
                     p.get("uar", ""), p.get("war", ""), *[p.get(k, "") for k in extra], "; ".join(r["missing"])])
     return buf.getvalue()
-
-
-def _report_png(report: Mapping[str, Any], path: Path) -> Path:
-    """Grouped bars per row: our UAR/WAR (solid) next to the paper's (hatched)."""
-    import numpy as np
-
-    from pipeline.plots import _pyplot
-
-    plt = _pyplot()
-    rows = report["rows"]
-    x = np.arange(len(rows))
-    width = 0.2
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.2))
-    series = [("ours UAR", lambda r: r["mean"]["uar"], "tab:blue", None),
-              ("paper UAR", lambda r: r["paper"].get("uar"), "tab:blue", "//"),
-              ("ours WAR", lambda r: r["mean"]["war"], "tab:orange", None),
-              ("paper WAR", lambda r: r["paper"].get("war"), "tab:orange", "//")]
-    for i, (label, get, color, hatch) in enumerate(series):
-        values = [get(r) for r in rows]
-        heights = [v if v is not None else 0.0 for v in values]
-        bars = ax.bar(x + (i - 1.5) * width, heights, width, label=label, color=color,
-                      alpha=0.45 if hatch else 0.9, hatch=hatch, edgecolor=color)
-        for bar, v in zip(bars, values):
-            ax.annotate("-" if v is None else f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=6)
-    ax.set_xticks(x, [r["label"] + ("\n(not run)" if not r["ran"] else "\n(missing folds)" if r["missing"] else "")
-                      for r in rows], rotation=20,
-                  ha="right", fontsize=8)
-    ax.set_ylabel("%")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{report['table']} ({report['dataset']}, {report['preset']}): ours vs paper ({report['paper_source']})",
-                 fontsize=9)
-    ax.legend(fontsize=7, ncol=4, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # --------------------------------------------------------------------------- the command
