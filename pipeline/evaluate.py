@@ -26,6 +26,7 @@ from pipeline.errors import MMAError
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.metrics import classification_metrics
 from pipeline.paths import Workspace
+from pipeline.plots import plot_confusion
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,6 @@ def named_recall(recall: Sequence[float | None] | None, classes: Sequence[str]) 
 
 def write_eval_outputs(out_dir: str | Path, result: dict[str, Any], classes: Sequence[str], title: str = "") -> None:
     """predictions.csv, confusion.csv (+ confusion_2clip.csv) and confusion.png into out_dir."""
-    from pipeline.plots import plot_confusion
-
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "predictions.csv", _predictions_csv(result["predictions"], classes))
     atomic_write_text(out_dir / "confusion.csv", _confusion_csv(result["confusion"], classes))

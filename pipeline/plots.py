@@ -10,19 +10,23 @@ import numpy as np
 from pipeline.io import atomic_path
 
 
+import matplotlib
+
+# Headless backend, imported with this module rather than at the first plot: a stage imports
+# its plotting at start-up, so a signal (SLURM preemption, Ctrl-C) arriving mid-run can never
+# interrupt matplotlib's C-extension initialisation and surface as a bogus ImportError.
+matplotlib.use("Agg", force=False)
+import matplotlib.backends.backend_agg  # noqa: E402,F401  (the renderer's C extensions, loaded now too)
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import font_manager  # noqa: E402,F401
+
+
 def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     return plt
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     """Lay out, write atomically as PNG, close; returns the path."""
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path, suffix=".tmp.png") as tmp:

@@ -39,6 +39,7 @@ from pipeline.evaluate import (autocast, autocast_dtype, evaluate_model, make_lo
                                read_classes_for, summary_fields, write_eval_outputs)
 from pipeline.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from pipeline.paths import Workspace
+from pipeline.plots import plot_curves
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,6 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
             save_model_checkpoint(run_dir / "last.pt", net, to_dict(cfg), enc, extra={
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "epoch": epoch + 1,
                 "classes": classes, "dataset": cfg.dataset, "fold": cfg.fold})
-            from pipeline.plots import plot_curves
 
             plot_curves(read_jsonl(run_dir / "metrics.jsonl"), run_dir / "curves.png",
                         title=f"{cfg.dataset} fold {cfg.fold} ({cfg.name})")
