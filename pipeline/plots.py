@@ -107,9 +107,10 @@ def plot_ours_vs_paper(report: Mapping[str, Any], path: str | Path) -> Path:
                       for r in rows], rotation=20,
                   ha="right", fontsize=8)
     ax.set_ylabel("%")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 118)  # headroom above 100 % for the value labels and the legend
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title(f"{report['table']} ({report['dataset']}, {report['preset']}): ours vs paper ({report['paper_source']})",
                  fontsize=9)
-    ax.legend(fontsize=7, ncol=4, loc="upper left")
+    ax.legend(fontsize=7, ncol=4, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
