@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import paper, tiny  # noqa: E402
 from pipeline.evaluate import autocast_dtype  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
-from pipeline.train import build_optimizer, train_step  # noqa: E402
+from pipeline.train import EmbeddedForward, build_optimizer, train_step  # noqa: E402
 
 
 def _inputs(cfg: Any, batch: int, device: torch.device, net: torch.nn.Module, cached: bool) -> tuple[torch.Tensor, ...]:
@@ -43,15 +43,6 @@ def _inputs(cfg: Any, batch: int, device: torch.device, net: torch.nn.Module, ca
     return frames, spec, labels
 
 
-class _Embedded(torch.nn.Module):
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_embedded(v, a)
-
-
 def measure(cfg: Any, device: torch.device, precision: str, cached: bool, steps: int, warmup: int) -> dict[str, Any]:
     """clips/s and peak memory of `steps` train steps after `warmup` ones."""
     import model as mdl
@@ -62,7 +53,7 @@ def measure(cfg: Any, device: torch.device, precision: str, cached: bool, steps:
     opt, _ = build_optimizer(net, cfg)
     batch = cfg.train.batch_size
     x1, x2, labels = _inputs(cfg, batch, device, net, cached)
-    step_net = _Embedded(net) if cached else net
+    step_net = EmbeddedForward(net) if cached else net
     amp = autocast_dtype(precision, device)
     for _ in range(warmup):
         train_step(step_net, opt, x1, x2, labels, device, amp)

@@ -98,6 +98,19 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_json(path: str | Path, missing_hint: str = "") -> Any:
+    """Parse a JSON file; a missing or unreadable file is an MMAError naming it (plus a hint on what to run)."""
+    from pipeline.errors import MMAError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MMAError(f"{path}: not found{f' ({missing_hint})' if missing_hint else ''}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MMAError(f"{path}: not valid JSON ({exc})") from None
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's content."""
     h = hashlib.sha256()

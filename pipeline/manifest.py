@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 from collections import defaultdict
@@ -28,7 +27,7 @@ from typing import Any
 
 from pipeline.datasets import DFEW_CLASSES, MAFW_CLASSES, MAFW_NAME_MAP, NUM_FOLDS, SYNTH
 from pipeline.errors import MMAError
-from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.io import atomic_write_json, atomic_write_text, read_json
 from pipeline.paths import Workspace
 
 log = logging.getLogger(__name__)
@@ -294,12 +293,7 @@ def read_manifest(ws: Workspace, dataset: str) -> list[dict[str, Any]]:
 def read_classes(ws: Workspace, dataset: str) -> list[str]:
     """Class names in label-id order from classes.json."""
     path = ws.classes(dataset)
-    if not path.is_file():
-        raise MMAError(f"{path}: classes.json not found (run `mma prep {dataset} --root ...` first)")
-    try:
-        classes = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MMAError(f"{path}: not valid JSON ({exc})") from None
+    classes = read_json(path, f"run `mma prep {dataset} --root ...` first")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise MMAError(f"{path}: want a JSON list of class names")
     return classes

@@ -27,7 +27,7 @@ from typing import Any
 from pipeline.config import DataConfig
 from pipeline.datasets import NUM_FOLDS
 from pipeline.errors import MMAError
-from pipeline.io import atomic_path, atomic_write_json, read_jsonl, sha256_file, sha256_json
+from pipeline.io import atomic_path, atomic_write_json, read_json, read_jsonl, sha256_file, sha256_json
 from pipeline.paths import Workspace
 
 log = logging.getLogger(__name__)
@@ -124,12 +124,7 @@ def write_shard(path: Path, members: list[dict[str, Any]], on_clip: Any = None) 
 def read_index(ws: Workspace, dataset: str) -> dict[str, Any]:
     """index.json of a dataset's shards; MMAError if absent, unreadable or unfinished."""
     path = ws.shards_dir(dataset) / "index.json"
-    if not path.is_file():
-        raise MMAError(f"{path}: no shard index (run `mma shard {dataset}` first)")
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MMAError(f"{path}: unreadable shard index ({exc})") from None
+    index = read_json(path, f"no shard index: run `mma shard {dataset}` first")
     if index.get("format") != INDEX_FORMAT or not index.get("complete"):
         raise MMAError(f"{path}: shard index is unfinished or of another format (rerun `mma shard {dataset}`)")
     return index
