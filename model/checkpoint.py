@@ -81,10 +81,10 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         try:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:
-            raise MMAError(f"{path}: not a PyTorch checkpoint ({_one_line(first)})") from None
+            raise MMAError(f"{path}: not a PyTorch checkpoint (its pickle cannot be read)") from None
         if not names:
             raise MMAError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(first)})") from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError) as exc:
+    except Exception as exc:  # any other failure of the unpickler means: not a checkpoint file
         raise MMAError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
     allowed: list[Any] = []
     placeholders = []

@@ -86,6 +86,11 @@ def test_bad_encoder_checkpoints_fail_clearly(tmp_path):
     text.write_text("not a checkpoint\n")
     with pytest.raises(MMAError, match=r"notes\.txt: not a PyTorch checkpoint"):
         load_encoder_checkpoints(model, text, None)
+    for name, payload in (("passwd.pt", b"root:x:0:0:root:/root:/bin/bash\n"), ("noise.pt", bytes(range(256)) * 3)):
+        junk = tmp_path / name
+        junk.write_bytes(payload)
+        with pytest.raises(MMAError, match=rf"{name.replace('.', '[.]')}: not a PyTorch checkpoint"):
+            load_encoder_checkpoints(model, junk, None)
     other = tmp_path / "other.pt"
     torch.save({"weights": {"a": torch.zeros(1)}}, other)
     with pytest.raises(MMAError, match=r"other\.pt: not an MAE vision checkpoint"):
