@@ -98,17 +98,31 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_json(path: str | Path, missing_hint: str = "") -> Any:
-    """Parse a JSON file; a missing or unreadable file is an MMAError naming it (plus a hint on what to run)."""
+_REQUIRED = object()
+
+
+def read_json(path: str | Path, missing_hint: str = "", *, default: Any = _REQUIRED) -> Any:
+    """Parse a JSON file. A missing file returns `default` if one is given, else is an MMAError
+    naming it (plus a hint on what to run); an unreadable file is always an MMAError naming it."""
     from pipeline.errors import MMAError
 
     path = Path(path)
     if not path.is_file():
+        if default is not _REQUIRED:
+            return default
         raise MMAError(f"{path}: not found{f' ({missing_hint})' if missing_hint else ''}")
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MMAError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_json_or(path: str | Path, default: Any) -> Any:
+    """Parse a JSON file that may be absent or torn (a cache, an earlier run's record): `default` then."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return default
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.config import DataConfig, to_dict
 from pipeline.errors import MMAError
-from pipeline.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, sha256_json
+from pipeline.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json_or, read_jsonl, sha256_json
 from pipeline.paths import Workspace
 from pipeline.video import ClipError
 
@@ -90,7 +90,7 @@ def process_video(
     clip_224x224); the video then only provides audio and fps. Raises ClipError(stage, msg).
     """
     from pipeline.audio import clip_fbank
-    from pipeline.faces import crop_frames, default_device, detect_faces, resize_frames, select_faces
+    from pipeline.faces import crop_frames, detect_faces, resize_frames, select_faces
     from pipeline.video import DecodedClip, decode_clip, read_frame_folder
 
     start = time.perf_counter()
@@ -114,7 +114,7 @@ def process_video(
         decoded = decode_clip(video)
         height, width = decoded.frames.shape[1:3]
         try:
-            det = detect_faces(decoded.frames, device=device or default_device())
+            det = detect_faces(decoded.frames, device=device)
             track = select_faces(det, height, width, data_cfg.face_select)
             faces = crop_frames(decoded.frames, track.boxes, data_cfg.crop_size)
         except ClipError:
@@ -177,10 +177,7 @@ def _write_clip_dir(out_dir: Path, faces: np.ndarray, fbank: np.ndarray, meta: d
 
 def load_meta(clip_dir: str | Path) -> dict[str, Any] | None:
     """meta.json of a clip directory, or None if absent/unreadable."""
-    try:
-        return json.loads((Path(clip_dir) / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    return read_json_or(Path(clip_dir) / "meta.json", None)
 
 
 def clip_is_done(clip_dir: str | Path, config_hash: str, clip_id: str | None = None) -> dict[str, Any] | None:
@@ -261,11 +258,8 @@ def _clean_stale_temps(clips_dir: Path) -> int:
 def _check_prep_config(path: Path, settings: dict[str, Any], digest: str, force: bool) -> None:
     if not path.exists() or force:
         return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return
-    if old.get("hash") == digest:
+    old = read_json_or(path, None)
+    if not isinstance(old, dict) or old.get("hash") == digest:
         return
     before = old.get("settings", {})
     diff = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v]

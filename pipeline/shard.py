@@ -27,7 +27,7 @@ from typing import Any
 from pipeline.config import DataConfig
 from pipeline.datasets import NUM_FOLDS
 from pipeline.errors import MMAError
-from pipeline.io import atomic_path, atomic_write_json, read_json, read_jsonl, sha256_file, sha256_json
+from pipeline.io import atomic_path, atomic_write_json, read_json, read_json_or, read_jsonl, sha256_file, sha256_json
 from pipeline.paths import Workspace
 
 log = logging.getLogger(__name__)
@@ -131,11 +131,8 @@ def read_index(ws: Workspace, dataset: str) -> dict[str, Any]:
 
 
 def _load_previous(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    if old.get("format") != INDEX_FORMAT:
+    old = read_json_or(path, {})
+    if not isinstance(old, dict) or old.get("format") != INDEX_FORMAT:
         return {}
     return {s["name"]: {**s, "prep_hash": old.get("prep_hash")} for s in old.get("shards", [])}
 
@@ -160,10 +157,9 @@ def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool 
     start = time.perf_counter()
     prep_dir = ws.prep_dir(dataset)
     config_path = prep_dir / "prep_config.json"
-    try:
-        prep_hash = json.loads(config_path.read_text())["hash"]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise MMAError(f"{config_path}: no usable prep config ({exc}); run `mma prep {dataset}` first") from None
+    prep_hash = read_json(config_path, f"run `mma prep {dataset}` first").get("hash")
+    if not prep_hash:
+        raise MMAError(f"{config_path}: has no prep hash; rerun `mma prep {dataset}`")
     rows = read_manifest(ws, dataset)
     failures = {f["clip_id"]: f"prep failed at {f.get('stage')}: {f.get('error')}"
                 for f in read_jsonl(prep_dir / "failures.jsonl")}

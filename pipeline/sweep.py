@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import logging
 import os
 import time
@@ -36,7 +35,7 @@ from pipeline.datasets import NUM_FOLDS
 from pipeline.errors import MMAError
 from pipeline.experiments import (EXPERIMENTS, Experiment, Job, expand, get_experiment, list_experiments,
                                   parse_folds, run_name, sweep_id)
-from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.io import atomic_write_json, atomic_write_text, read_json, read_json_or
 from pipeline.paths import Workspace
 from pipeline.plots import plot_ours_vs_paper
 
@@ -195,13 +194,7 @@ def _now() -> str:
 
 def read_state(directory: Path) -> dict[str, Any]:
     """jobs.json of a sweep ({} when none); MMAError when it is unreadable."""
-    path = directory / "jobs.json"
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MMAError(f"{path}: unreadable sweep state ({exc})") from None
+    return read_json(directory / "jobs.json", default={})
 
 
 def _write_state(directory: Path, state: dict[str, Any]) -> None:
@@ -240,13 +233,7 @@ def _pid_alive(pid: Any) -> bool:
 
 
 def _finished_result(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "result.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    return read_json_or(run_dir / "result.json", None)
 
 
 def _config_conflict(job: Job) -> list[str]:

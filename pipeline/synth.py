@@ -16,7 +16,6 @@ records the classes, the seed and which clips are faulty.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import subprocess
 import tempfile
@@ -31,7 +30,7 @@ import numpy as np
 
 from pipeline.datasets import DFEW_CLASSES, MAFW_CLASSES, NUM_FOLDS
 from pipeline.errors import MMAError
-from pipeline.io import atomic_dir, atomic_write_json, atomic_write_text
+from pipeline.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -365,13 +364,7 @@ def make_synth_dataset(
 
 def read_synth_info(root: str | Path) -> dict[str, Any] | None:
     """The `synth.json` of a synth dataset root, or None when there is none."""
-    path = Path(root) / "synth.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MMAError(f"{path}: not a readable synth.json ({exc})") from None
+    return read_json(Path(root) / "synth.json", default=None)
 
 
 __all__ = ["make_synth_dataset", "read_synth_info", "render_frames", "render_audio", "encode_mp4", "ffmpeg_exe",
