@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +31,10 @@ DETECT_BATCH = 32
 
 
 def default_device() -> str:
-    import torch
+    """MTCNN's device when none is given: the trainer's rule (this rank's GPU if any, else CPU)."""
+    from pipeline.distributed import pick_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(pick_device(None, int(os.environ.get("LOCAL_RANK", "0"))))
 
 
 @functools.lru_cache(maxsize=4)
