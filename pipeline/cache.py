@@ -71,14 +71,9 @@ def build_stage1_model(cfg: RunConfig) -> torch.nn.Module:
 
     The caller's RNG state is left untouched.
     """
-    import model as mdl
+    from pipeline.network import build_seeded_model
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
-        net = mdl.build_model(cfg.model)
-    if cfg.vision_ckpt or cfg.audio_ckpt:
-        mdl.load_encoder_checkpoints(net, cfg.vision_ckpt, cfg.audio_ckpt)
-    return net.eval()
+    return build_seeded_model(cfg.model, cfg.train.seed, cfg.vision_ckpt, cfg.audio_ckpt).eval()
 
 
 def encoder_provenance(net: torch.nn.Module) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from pipeline.errors import MMAError
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.metrics import classification_metrics
 from pipeline.paths import Workspace
+from pipeline.network import build_seeded_model
 from pipeline.plots import plot_confusion
 
 log = logging.getLogger(__name__)
@@ -275,11 +276,9 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
     if cfg.model.num_classes != run_cfg.model.num_classes:
         raise MMAError(f"{path}: checkpoint has {run_cfg.model.num_classes} classes, {cfg.dataset} has "
                        f"{cfg.model.num_classes}")
-    # Frozen encoders without a checkpoint are random: rebuild them exactly as the trainer
-    # did (seeded right before build_model), so a demo/test checkpoint evaluates as trained.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(saved.train.seed)
-        net = mdl.build_model(run_cfg.model)
+    # Frozen encoders without a checkpoint are random: rebuild them exactly as the trainer did,
+    # so a demo/test checkpoint evaluates as trained.
+    net = build_seeded_model(run_cfg.model, saved.train.seed)
     if ck.get("full_state"):
         missing, unexpected = net.load_state_dict(ck["model"], strict=False)
         if missing or unexpected:

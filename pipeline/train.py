@@ -39,6 +39,7 @@ from pipeline.evaluate import (autocast, autocast_dtype, evaluate_model, make_lo
                                read_classes_for, summary_fields, write_eval_outputs)
 from pipeline.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from pipeline.paths import Workspace
+from pipeline.network import build_seeded_model
 from pipeline.plots import plot_curves
 
 log = logging.getLogger(__name__)
@@ -203,9 +204,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
 
     device = info.device
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    net = mdl.build_model(cfg.model)  # right after seeding: eval rebuilds random encoders the same way
-    if cfg.vision_ckpt or cfg.audio_ckpt:
-        mdl.load_encoder_checkpoints(net, cfg.vision_ckpt, cfg.audio_ckpt)
+    net = build_seeded_model(cfg.model, cfg.train.seed, cfg.vision_ckpt, cfg.audio_ckpt)
     none = {"path": None, "sha256": None}
     enc = {w: dict(net.encoder_sources.get(w) or none) for w in ("vision", "audio")}
     if cfg.train.source == "cache":
