@@ -328,7 +328,10 @@ def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.op
     net.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    loss_sum, correct, count = 0.0, 0, 0
+    # Running sums stay on the device: no host sync per step (one at the end of the epoch).
+    loss_sum_t = torch.zeros((), dtype=torch.float64, device=device)
+    correct_t = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
     start = time.perf_counter()
     join: Any = None
     if info.distributed:
@@ -345,10 +348,11 @@ def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.op
             x1, x2, labels, _ = prepare_batch(batch, source, device)
             loss, logits = train_step(train_net, opt, x1, x2, labels, device, amp)
             n = labels.numel()
-            loss_sum += float(loss) * n
-            correct += int((logits.argmax(dim=1) == labels).sum())
+            loss_sum_t += loss.double() * n
+            correct_t += (logits.argmax(dim=1) == labels).sum()
             count += n
             progress.advance(task, n)
+    loss_sum, correct = float(loss_sum_t), int(correct_t)
     seconds = time.perf_counter() - start
     loss_sum, correct, count = all_reduce_sum([loss_sum, float(correct), float(count)], info)
     if count == 0:
