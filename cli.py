@@ -8,7 +8,6 @@ one-line `error: ...` on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import logging
 import sys
@@ -19,8 +18,8 @@ from typing import Any, Callable, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from pipeline.errors import MMAError, StageNotImplemented
-from pipeline.paths import Workspace
+from pipeline.core.errors import USER_ERRORS, MMAError
+from pipeline.core.paths import Workspace
 
 app = typer.Typer(
     name="mma",
@@ -51,20 +50,6 @@ def _state(ctx: typer.Context) -> State:
     return obj
 
 
-def _stage(stage: str, module: str, attr: str) -> Callable[..., Any]:
-    """Import `module.attr`; a missing module means the stage is not in this installation."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            raise StageNotImplemented(f"stage '{stage}' is not implemented in this installation ({module} is missing)")
-        raise
-    try:
-        return getattr(mod, attr)
-    except AttributeError:
-        raise StageNotImplemented(f"stage '{stage}' is not implemented ({module}.{attr} is missing)") from None
-
-
 def _fail(message: str, code: int) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -77,7 +62,7 @@ def delegates(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except MMAError as exc:
+        except USER_ERRORS as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
         except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
@@ -120,7 +105,7 @@ def _run_config(
     **flags: Any,
 ) -> Any:
     """Resolve preset -> file -> --set -> explicit flags; the global --seed wins for train.seed."""
-    from pipeline.config import resolve_config
+    from pipeline.core.config import resolve_config
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     seed = _state(ctx).seed
@@ -172,7 +157,7 @@ def main_callback(
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         _fail(f"--log-level {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR", 2)
-    from pipeline.logs import setup_logging
+    from pipeline.core.logs import setup_logging
 
     setup_logging(level)
     ctx.obj = State(Workspace(workdir, manifests), seed, log_level.upper())
@@ -194,7 +179,7 @@ def synth(
     force: ForceOpt = False,
 ) -> None:
     """Write a small labelled audio-visual dataset in the real MAFW (or DFEW) layout."""
-    make = _stage("synth", "pipeline.synth", "make_synth_dataset")
+    from pipeline.data.synth import make_synth_dataset as make
     seed = _state(ctx).seed
     summary = make(
         out,
@@ -233,7 +218,7 @@ def prep(
     force: ForceOpt = False,
 ) -> None:
     """Manifests, face crops and log-mel spectrograms for every clip (Dask, resumable)."""
-    run_prep = _stage("prep", "pipeline.prep", "run_prep")
+    from pipeline.prep.run import run_prep
     cfg = _run_config(
         ctx,
         "paper",
@@ -262,7 +247,7 @@ def prep(
     )
     from rich.console import Console
 
-    from pipeline.prep import summary_table
+    from pipeline.prep.run import summary_table
 
     Console().print(summary_table(summary))
     if summary.get("clips_failed"):
@@ -281,7 +266,7 @@ def shard(
     force: ForceOpt = False,
 ) -> None:
     """Pack prep results into WebDataset tar shards grouped by test fold."""
-    run_shard = _stage("shard", "pipeline.shard", "run_shard")
+    from pipeline.store.shard import run_shard
     cfg = _run_config(
         ctx, "paper", None, None, dataset=dataset, **{"data.shard_max_clips": max_clips, "data.shard_max_bytes": max_bytes}
     )
@@ -323,7 +308,7 @@ def cache(
             "audio_ckpt": str(audio_ckpt) if audio_ckpt else None,
         },
     )
-    run_cache = _stage("cache", "pipeline.cache", "run_cache")
+    from pipeline.store.cache import run_cache
     summary = run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force, cluster=cluster)
     _print_json(summary)
     if not summary.get("complete", True):
@@ -387,7 +372,7 @@ def train(
             "data.num_workers": workers,
         },
     )
-    train_fold = _stage("train", "pipeline.train", "train_fold")
+    from pipeline.engine.train import train_fold
     result = train_fold(cfg, _state(ctx).workspace, run_dir=run_dir, resume=resume, force=force)
     _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
 
@@ -421,7 +406,7 @@ def eval_(
         audio_ckpt=str(audio_ckpt) if audio_ckpt else None,
         **{"model.image_size": image_size, "train.source": source},
     )
-    evaluate = _stage("eval", "pipeline.evaluate", "evaluate_checkpoint")
+    from pipeline.engine.evaluate import evaluate_checkpoint as evaluate
     result = evaluate(cfg, _state(ctx).workspace, checkpoint, official=official, out_dir=out)
     _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
 
@@ -434,7 +419,7 @@ def report(
     runs: Annotated[Optional[Path], typer.Option("--runs", help="Folder holding fold1..fold5 run dirs.")] = None,
 ) -> None:
     """Average the 5 folds into the paper's table (markdown + csv); flags missing folds."""
-    make_report = _stage("report", "pipeline.report", "make_report")
+    from pipeline.results.report import make_report
     table = make_report(dataset, _state(ctx).workspace, runs_dir=runs)
     typer.echo(table["markdown"])
 
@@ -455,7 +440,7 @@ def predict(
     ] = None,
 ) -> None:
     """Predict the emotion distribution of your own video files."""
-    predict_videos = _stage("predict", "pipeline.predict", "predict_videos")
+    from pipeline.results.predict import predict_videos
     out = predict_videos(
         videos, checkpoint, official=official, dataset=dataset, window=window, as_json=as_json, device=device,
         workspace=_state(ctx).workspace, image_size=image_size,
@@ -496,8 +481,8 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Expand and print jobs; submit nothing.")] = False,
 ) -> None:
     """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
-    run_sweep_cli = _stage("sweep", "pipeline.sweep", "sweep_command")
-    from pipeline.sweep import resolve_sweep_config
+    from pipeline.experiments.sweep import sweep_command as run_sweep_cli
+    from pipeline.experiments.sweep import resolve_sweep_config
 
     overrides: dict[str, Any] = {"dataset": dataset, "train.source": source}
     if _state(ctx).seed is not None:
@@ -543,7 +528,7 @@ def demo(
     force: ForceOpt = False,
 ) -> None:
     """One command, nothing to download: synth -> prep -> shard -> cache -> train -> eval -> report."""
-    run_demo = _stage("demo", "pipeline.demo", "run_demo")
+    from pipeline.demo import run_demo
     try:
         fold_list = [int(f) for f in folds.split(",") if f.strip()]
     except ValueError:
@@ -576,8 +561,8 @@ def model_summary(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Parameters per component (trainable / frozen) and totals."""
-    summarize = _stage("model summary", "model.summary", "summarize_config")
-    from pipeline.datasets import dataset_spec
+    from model.summary import summarize_config as summarize
+    from pipeline.data.datasets import dataset_spec
 
     cfg = _run_config(
         ctx,
@@ -611,7 +596,8 @@ def model_import_official(
     force: ForceOpt = False,
 ) -> None:
     """Convert a checkpoint in the authors' layout into an mma checkpoint."""
-    import_official = _stage("model import-official", "model.official", "import_official_to_file")
+    from pipeline.engine.official import import_official
+
     report_ = import_official(ckpt, dataset=dataset, image_size=image_size, out=out, preset=preset_name, force=force)
     _print_json(report_)
 

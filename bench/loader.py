@@ -4,9 +4,9 @@ One run, the same synthetic clips, the same DataLoader workers and batch size fo
   (a) jpeg_folder  the authors' way: per clip a folder of per-frame JPEGs (listed and sorted per
                    sample, each sampled frame opened with PIL, transformed frame by frame as PIL
                    images, ToTensor each) plus a .wav decoded and turned into a kaldi fbank per sample
-  (b) shards       `pipeline.stream.build_loader` (prep output in tar shards: only the 16 sampled
+  (b) shards       `pipeline.store.stream.build_loader` (prep output in tar shards: only the 16 sampled
                    JPEGs decoded, one batched crop/resize for the clip, fbank precomputed, uint8 out)
-  (c) cache        `pipeline.cache.build_cached_loader` (stage-1 patch tokens from zarr; the model
+  (c) cache        `pipeline.store.cache.build_cached_loader` (stage-1 patch tokens from zarr; the model
                    then runs forward_embedded only)
 All three produce what their model step consumes, with training augmentation on. Throughput =
 clips/s in steady state (after each epoch's first batch: a real epoch has thousands of clips,
@@ -20,6 +20,7 @@ trainer does), best of --rounds; the ratios b/a and c/a (steady) come from the s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import logging
@@ -58,12 +59,12 @@ def make_clips(scratch: Path, n: int, frames: int, size: int, seed: int = 0) -> 
     """Authors' layout (folder of JPEGs + wav per clip) and the same clips in prep's format."""
     from PIL import Image
 
-    from pipeline.audio import clip_fbank
-    from pipeline.config import DataConfig
-    from pipeline.io import atomic_write_json
-    from pipeline.manifest import write_manifest
-    from pipeline.paths import Workspace
-    from pipeline.prep import prep_settings, settings_hash
+    from pipeline.core.config import DataConfig
+    from pipeline.core.io import atomic_write_json
+    from pipeline.core.paths import Workspace
+    from pipeline.data.manifest import write_manifest
+    from pipeline.prep.audio import clip_fbank
+    from pipeline.prep.run import prep_settings, settings_hash
 
     rng = np.random.default_rng(seed)
     ws = Workspace(scratch / "work", scratch / "manifests")
@@ -119,8 +120,8 @@ class AuthorsDataset(torch.utils.data.Dataset):
         from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms import functional as TF
 
-        from pipeline.audio import waveform_to_fbank
-        from pipeline.sampling import normalise_fbank, sample_frame_indices
+        from pipeline.prep.audio import waveform_to_fbank
+        from pipeline.store.sampling import normalise_fbank, sample_frame_indices
 
         cid = self.clip_ids[i]
         paths = sorted(glob.glob(os.path.join(self.root, cid, "*")))
@@ -169,7 +170,7 @@ def measure(make_loader, epochs: int) -> dict:
             "clips": total // epochs, "first_batch_s": firsts / epochs}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=120, help="synthetic clips (80%% of them form the train split)")
     ap.add_argument("--frames", type=int, default=40, help="frames per clip (25 fps)")
@@ -182,23 +183,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--views", type=int, default=4, help="cached training views")
     ap.add_argument("--scratch", type=Path, default=None, help="work folder (default: a temp dir)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(1)
+    return ap.parse_args(argv)
 
-    from pipeline.cache import build_cached_loader, run_cache
-    from pipeline.config import paper
-    from pipeline.paths import Workspace
-    from pipeline.shard import run_shard
-    from pipeline.stream import build_loader
 
-    tmp = None
-    if args.scratch is None:
-        tmp = tempfile.TemporaryDirectory(prefix="mma-bench-loader-")
-        scratch = Path(tmp.name)
-    else:
-        scratch = args.scratch
-        scratch.mkdir(parents=True, exist_ok=True)
+def build_inputs(args: argparse.Namespace, scratch: Path) -> tuple[dict, float]:
+    """Synthetic clips in both layouts, then shards and the cache; returns (the three loader factories, seconds)."""
+    from pipeline.core.config import paper
+    from pipeline.core.paths import Workspace
+    from pipeline.store.cache import build_cached_loader, run_cache
+    from pipeline.store.shard import run_shard
+    from pipeline.store.stream import build_loader
+
     t = time.perf_counter()
     rows = make_clips(scratch, args.clips, args.frames, args.size)
     ws = Workspace(scratch / "work", scratch / "manifests")
@@ -211,9 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg.train.batch_size = args.batch
     run_shard("bench", ws, cfg.data)
     run_cache(cfg, ws, workers=args.workers, cluster="local")
-    setup = time.perf_counter() - t
     train = [r for r in rows if r["test_fold"] != cfg.fold]
-
     authors = AuthorsDataset(scratch / "authors", [r["clip_id"] for r in train], [r["label"] for r in train],
                              args.image_size)
     loaders = {
@@ -222,37 +215,64 @@ def main(argv: list[str] | None = None) -> dict:
         "shards": lambda: build_loader(cfg, ws, "train", num_workers=args.workers),
         "cache": lambda: build_cached_loader(cfg, ws, "train", num_workers=args.workers),
     }
+    return loaders, time.perf_counter() - t
+
+
+def measure_loaders(loaders: dict, epochs: int, rounds: int) -> dict[str, dict]:
+    """Best of `rounds` interleaved measurements per loader (a busy machine hurts all three alike)."""
     results: dict[str, dict] = {k: {"steady": 0.0} for k in loaders}
-    for _ in range(args.rounds):  # interleaved rounds: a busy machine hurts all three alike
+    for _ in range(rounds):
         for name, make in loaders.items():
-            r = measure(make, args.epochs)
+            r = measure(make, epochs)
             if r["steady"] > results[name]["steady"]:
                 results[name] = r
+    return results
+
+
+def summarise(results: dict[str, dict], args: argparse.Namespace, setup: float) -> dict:
     x, y, z = (results[k]["steady"] for k in ("jpeg_folder", "shards", "cache"))
     ex, ey, ez = (results[k]["epoch"] for k in ("jpeg_folder", "shards", "cache"))
-    out = {"clips_per_s": {"jpeg_folder": round(x, 2), "shards": round(y, 2), "cache": round(z, 2)},
-           "ratios": {"shards_vs_jpeg": round(y / x, 2), "cache_vs_jpeg": round(z / x, 2)},
-           "workers": args.workers, "clips": len(train),
-           "epoch_clips_per_s": {"jpeg_folder": round(ex, 2), "shards": round(ey, 2), "cache": round(ez, 2)},
-           "first_batch_s": {k: round(results[k]["first_batch_s"], 3) for k in loaders},
-           "settings": {"frames_per_clip": args.frames, "stored_size": args.size, "image_size": args.image_size,
-                        "batch": args.batch, "epochs": args.epochs, "rounds": args.rounds, "views": args.views,
-                        "setup_seconds": round(setup, 1), "cpus": os.cpu_count(), "machine": platform.machine(),
-                        "torch_threads": torch.get_num_threads()}}
-    print(f"\nloader throughput, {len(train)} training clips x {args.epochs} epochs, {args.workers} workers, "
-          f"batch {args.batch}, S={args.image_size} (best of {args.rounds})")
+    return {"clips_per_s": {"jpeg_folder": round(x, 2), "shards": round(y, 2), "cache": round(z, 2)},
+            "ratios": {"shards_vs_jpeg": round(y / x, 2), "cache_vs_jpeg": round(z / x, 2)},
+            "workers": args.workers, "clips": results["jpeg_folder"]["clips"],
+            "epoch_clips_per_s": {"jpeg_folder": round(ex, 2), "shards": round(ey, 2), "cache": round(ez, 2)},
+            "first_batch_s": {k: round(r["first_batch_s"], 3) for k, r in results.items()},
+            "settings": {"frames_per_clip": args.frames, "stored_size": args.size, "image_size": args.image_size,
+                         "batch": args.batch, "epochs": args.epochs, "rounds": args.rounds, "views": args.views,
+                         "setup_seconds": round(setup, 1), "cpus": os.cpu_count(), "machine": platform.machine(),
+                         "torch_threads": torch.get_num_threads()}}
+
+
+def print_table(results: dict[str, dict], args: argparse.Namespace) -> None:
+    x, ex = results["jpeg_folder"]["steady"], results["jpeg_folder"]["epoch"]
+    print(f"\nloader throughput, {results['jpeg_folder']['clips']} training clips x {args.epochs} epochs, "
+          f"{args.workers} workers, batch {args.batch}, S={args.image_size} (best of {args.rounds})")
     print(f"{'loader':<14}{'clips/s':>10}{'vs jpeg':>10}{'epoch clips/s':>15}{'vs jpeg':>10}{'1st batch s':>13}")
-    for name in loaders:
-        r = results[name]
+    for name, r in results.items():
         print(f"{name:<14}{r['steady']:>10.1f}{r['steady'] / x:>10.2f}{r['epoch']:>15.1f}{r['epoch'] / ex:>10.2f}"
               f"{r['first_batch_s']:>13.2f}")
     print("clips/s: steady state (after each epoch's first batch); epoch clips/s: whole epochs, worker start-up in")
     print("targets: shards/jpeg >= 3, cache/jpeg >= 10")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    with contextlib.ExitStack() as stack:
+        if args.scratch is None:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mma-bench-loader-")))
+        else:
+            scratch = args.scratch
+            scratch.mkdir(parents=True, exist_ok=True)
+        loaders, setup = build_inputs(args, scratch)
+        results = measure_loaders(loaders, args.epochs, args.rounds)
+        out = summarise(results, args, setup)
+        print_table(results, args)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
-    if tmp is not None:
-        tmp.cleanup()
+        from pipeline.core.io import atomic_write_json
+
+        atomic_write_json(args.json, out)
     return out
 
 

@@ -24,9 +24,9 @@ if str(ROOT) not in sys.path:
 
 def bench_workers(root: Path, scratch: Path, worker_counts: list[int], crop_size: int) -> list[dict]:
     """Full prep runs on a LocalCluster per worker count (fresh workspace each, cluster start-up included)."""
-    from pipeline.config import DataConfig
-    from pipeline.paths import Workspace
-    from pipeline.prep import run_prep
+    from pipeline.core.config import DataConfig
+    from pipeline.core.paths import Workspace
+    from pipeline.prep.run import run_prep
 
     rows = []
     for n in worker_counts:
@@ -47,8 +47,8 @@ def bench_mtcnn(root: Path, n_clips: int, device: str, repeats: int = 3) -> dict
     """frames/s of MTCNN over the frames of `n_clips` clips: one batched call per clip vs a call per frame."""
     import numpy as np
 
-    from pipeline.faces import detect_faces, detect_faces_per_frame
-    from pipeline.video import decode_clip
+    from pipeline.prep.faces import detect_faces, detect_faces_per_frame
+    from pipeline.prep.video import decode_clip
 
     videos = sorted((root / "data" / "clips").glob("*.mp4"))
     clips = []
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.faces import default_device
-    from pipeline.io import atomic_write_json
-    from pipeline.synth import make_synth_dataset
+    from pipeline.core.io import atomic_write_json
+    from pipeline.data.synth import make_synth_dataset
+    from pipeline.prep.faces import default_device
 
     device = args.device or default_device()
     with tempfile.TemporaryDirectory(prefix="mma-bench-prep-") as tmp:

@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import paper, tiny  # noqa: E402
-from pipeline.evaluate import autocast_dtype  # noqa: E402
-from pipeline.io import atomic_write_json  # noqa: E402
-from pipeline.train import EmbeddedForward, build_optimizer, train_step  # noqa: E402
+from pipeline.core.config import paper, tiny  # noqa: E402
+from pipeline.core.io import atomic_write_json  # noqa: E402
+from pipeline.engine.batches import autocast_dtype  # noqa: E402
+from pipeline.engine.train import EmbeddedForward, build_optimizer, train_step  # noqa: E402
 
 
 def _inputs(cfg: Any, batch: int, device: torch.device, net: torch.nn.Module, cached: bool) -> tuple[torch.Tensor, ...]:
@@ -77,7 +77,7 @@ def measure(cfg: Any, device: torch.device, precision: str, cached: bool, steps:
     return {"clips_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps, "peak_mem_mb": peak}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--cpu-only", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--json", type=Path, default=Path("bench/results/train_step.json"), help="write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -131,6 +131,7 @@ def main() -> None:
             "note": "peak_mem_mb: CUDA max allocated on GPU; process peak RSS so far on CPU (monotone)"}
     atomic_write_json(args.json, {"meta": meta, "rows": rows})
     print(f"wrote {args.json}")
+    return rows
 
 
 if __name__ == "__main__":

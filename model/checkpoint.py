@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from model.encoders import FROZEN_PREFIXES, PromptedViT, resize_pos_embed
-from pipeline.errors import MMAError
-from pipeline.io import atomic_path, sha256_file
+from model.errors import ModelError
+from model.files import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +74,18 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
     """torch.load with weights_only=True; non-tensor objects other than numpy arrays become placeholders."""
     path = Path(path)
     if not path.is_file():
-        raise MMAError(f"{path}: file not found")
+        raise ModelError(f"{path}: file not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as first:
         try:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:
-            raise MMAError(f"{path}: not a PyTorch checkpoint (its pickle cannot be read)") from None
+            raise ModelError(f"{path}: not a PyTorch checkpoint (its pickle cannot be read)") from None
         if not names:
-            raise MMAError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(first)})") from None
+            raise ModelError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(first)})") from None
     except Exception as exc:  # any other failure of the unpickler means: not a checkpoint file
-        raise MMAError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
     allowed: list[Any] = []
     placeholders = []
     for name in names:
@@ -104,7 +104,7 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # still unreadable: report it as a bad file, not a traceback
-        raise MMAError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(exc)})") from None
+        raise ModelError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(exc)})") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -122,14 +122,14 @@ def _mae_state_dict(obj: Any, path: Path, which: str) -> dict[str, torch.Tensor]
         sd = dict(obj)  # a bare state dict
     else:
         found = sorted(obj)[:6] if isinstance(obj, Mapping) else type(obj).__name__
-        raise MMAError(
+        raise ModelError(
             f"{path}: not an MAE {which} checkpoint (expected {{'model': state_dict}} with timm ViT keys; found {found})"
         )
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise MMAError(f"{path}: entry {bad[0]!r} of the {which} state dict is not a tensor")
+        raise ModelError(f"{path}: entry {bad[0]!r} of the {which} state dict is not a tensor")
     return sd
 
 
@@ -137,7 +137,7 @@ def _checkpoint_grid(which: str, rows: int, enc: PromptedViT, cfg: Any, path: Pa
     if which == "vision":
         g = math.isqrt(rows)
         if g * g != rows:
-            raise MMAError(f"{path}: vision pos_embed has {rows} patch rows, not a square grid")
+            raise ModelError(f"{path}: vision pos_embed has {rows} patch rows, not a square grid")
         return g, g
     f = cfg.audio_ckpt_grid_f
     if rows == cfg.audio_ckpt_grid_t * f:
@@ -146,22 +146,22 @@ def _checkpoint_grid(which: str, rows: int, enc: PromptedViT, cfg: Any, path: Pa
         return enc.grid_size
     if rows % f == 0:
         return rows // f, f
-    raise MMAError(f"{path}: audio pos_embed has {rows} patch rows, not a (time x {f}) grid")
+    raise ModelError(f"{path}: audio pos_embed has {rows} patch rows, not a (time x {f}) grid")
 
 
 def _load_encoder(enc: PromptedViT, path: str | Path, which: str, cfg: Any) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise MMAError(f"{path}: {which} encoder checkpoint not found")
+        raise ModelError(f"{path}: {which} encoder checkpoint not found")
     sd = _mae_state_dict(safe_torch_load(path), path, which)
     ignored = sorted(k for k in sd if k.startswith(IGNORED_ENCODER_KEYS))
     sd = {k: v for k, v in sd.items() if k not in ignored}
     if "pos_embed" not in sd:
-        raise MMAError(f"{path}: the {which} checkpoint has no pos_embed")
+        raise ModelError(f"{path}: the {which} checkpoint has no pos_embed")
     pos = sd.pop("pos_embed")
     dim = enc.embed_dim
     if pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[2] != dim:
-        raise MMAError(f"{path}: pos_embed has shape {tuple(pos.shape)}, the {which} encoder needs (1, 1+N, {dim})")
+        raise ModelError(f"{path}: pos_embed has shape {tuple(pos.shape)}, the {which} encoder needs (1, 1+N, {dim})")
     old_grid = _checkpoint_grid(which, pos.shape[1] - 1, enc, cfg, path)
     new_grid = enc.grid_size
     resized = resize_pos_embed(pos.float(), old_grid, new_grid)
@@ -170,12 +170,12 @@ def _load_encoder(enc: PromptedViT, path: str | Path, which: str, cfg: Any) -> d
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     if missing:
-        raise MMAError(
+        raise ModelError(
             f"{path}: the {which} checkpoint lacks {len(missing)} encoder tensor(s), e.g. {', '.join(missing[:3])}"
         )
     for key, target in own.items():
         if tuple(sd[key].shape) != tuple(target.shape):
-            raise MMAError(
+            raise ModelError(
                 f"{path}: {key} has shape {tuple(sd[key].shape)} but the {which} encoder needs {tuple(target.shape)} "
                 "(wrong checkpoint for this encoder geometry?)"
             )
@@ -205,7 +205,7 @@ def load_encoder_checkpoints(
 ) -> dict[str, Any]:
     """Load MAE-Face (vision) and AudioMAE (audio) weights into the frozen encoders; returns a report.
 
-    Either path may be None (that encoder stays random, with a warning). Raises MMAError
+    Either path may be None (that encoder stays random, with a warning). Raises ModelError
     naming the file on a missing file, a non-checkpoint, missing keys or a shape mismatch.
     """
     report: dict[str, Any] = {}
@@ -234,7 +234,7 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Copy trainable tensors into `model`; MMAError if names or shapes differ from the model's."""
+    """Copy trainable tensors into `model`; ModelError if names or shapes differ from the model's."""
     own = {k: p for k, p in model.named_parameters() if p.requires_grad}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -244,10 +244,10 @@ def load_trainable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor
             parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
-        raise MMAError(f"checkpoint does not match the model configuration: {'; '.join(parts)}")
+        raise ModelError(f"checkpoint does not match the model configuration: {'; '.join(parts)}")
     for key, p in own.items():
         if tuple(state[key].shape) != tuple(p.shape):
-            raise MMAError(f"checkpoint tensor {key} has shape {tuple(state[key].shape)}, model needs {tuple(p.shape)}")
+            raise ModelError(f"checkpoint tensor {key} has shape {tuple(state[key].shape)}, model needs {tuple(p.shape)}")
     with torch.no_grad():
         for key, p in own.items():
             p.copy_(state[key])
@@ -285,15 +285,15 @@ def save_model_checkpoint(
 
 
 def load_model_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read an mma checkpoint (safe loading); MMAError if the file is not one."""
+    """Read an mma checkpoint (safe loading); ModelError if the file is not one."""
     path = Path(path)
     obj = safe_torch_load(path, map_location=map_location)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         hint = " (a checkpoint of the authors' code? use --official or `mma model import-official`)"
         looks_official = isinstance(obj, dict) and "state_dict" in obj
-        raise MMAError(f"{path}: not an mma checkpoint (no format {FORMAT!r}){hint if looks_official else ''}")
+        raise ModelError(f"{path}: not an mma checkpoint (no format {FORMAT!r}){hint if looks_official else ''}")
     for key in ("config", "model", "encoders"):
         if key not in obj:
-            raise MMAError(f"{path}: mma checkpoint has no {key!r} entry")
+            raise ModelError(f"{path}: mma checkpoint has no {key!r} entry")
     obj.setdefault("full_state", False)
     return obj

@@ -1,11 +1,13 @@
 """Typed configuration of the MMA-DFER network (architecture and ablation knobs).
 
-Defaults reproduce the paper's final model (DESIGN.md §2): ViT-B/16 encoders, S=160,
+Defaults reproduce the paper's final model (docs/architecture.md, "Model"): ViT-B/16 encoders, S=160,
 Fusion Bottleneck with d=128 after every block, 6 prompt tokens per encoder introduced
 progressively twice, one-layer Multimodal Temporal Transformer (512 wide, 8 heads).
 """
 
 from __future__ import annotations
+
+from model.errors import ModelConfigError
 
 from dataclasses import dataclass
 
@@ -36,7 +38,6 @@ class ModelConfig:
     audio_frames: int = 512
     audio_mel_bins: int = 128
     # positional-embedding grid of the pre-trained checkpoints (resized on load)
-    vision_ckpt_grid: int = 14
     audio_ckpt_grid_t: int = 64
     audio_ckpt_grid_f: int = 8
 
@@ -62,7 +63,7 @@ class ModelConfig:
     temporal_mlp_dim: int = 1024
 
     def validate(self) -> "ModelConfig":
-        """Raise ValueError naming the field when a value is outside what the model supports."""
+        """Raise ModelConfigError naming the field when a value is outside what the model supports."""
         choices = {
             "fusion": FUSION_KINDS,
             "temporal": TEMPORAL_KINDS,
@@ -72,30 +73,30 @@ class ModelConfig:
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
-                raise ValueError(f"model.{name}={value!r} is not one of {', '.join(allowed)}")
+                raise ModelConfigError(f"model.{name}={value!r} is not one of {', '.join(allowed)}")
         if self.image_size % self.patch_size:
-            raise ValueError(
+            raise ModelConfigError(
                 f"model.image_size={self.image_size} is not a multiple of patch_size={self.patch_size}"
             )
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"model.embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+            raise ModelConfigError(f"model.embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
         if self.num_classes < 2:
-            raise ValueError(f"model.num_classes={self.num_classes} must be at least 2")
+            raise ModelConfigError(f"model.num_classes={self.num_classes} must be at least 2")
         if self.prompts == "progressive" and not 0 < self.prompt_introductions <= self.depth:
-            raise ValueError(
+            raise ModelConfigError(
                 f"model.prompt_introductions={self.prompt_introductions} must be in 1..depth={self.depth} "
                 "(use prompts='none' for no prompts)"
             )
         if self.prompts != "none" and self.num_prompts < 1:
-            raise ValueError(f"model.num_prompts={self.num_prompts} must be at least 1 (or use prompts='none')")
+            raise ModelConfigError(f"model.num_prompts={self.num_prompts} must be at least 1 (or use prompts='none')")
         if self.fusion in ("mult", "mult-concat") and self.mult_dim % self.mult_heads:
-            raise ValueError(f"model.mult_dim={self.mult_dim} is not divisible by mult_heads={self.mult_heads}")
+            raise ModelConfigError(f"model.mult_dim={self.mult_dim} is not divisible by mult_heads={self.mult_heads}")
         positive = ("latent_dim", "depth", "num_frames", "ita_dim", "ita_head_dim", "temporal_dim",
                     "temporal_depth", "temporal_heads", "temporal_head_dim", "temporal_mlp_dim")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"model.{name}={getattr(self, name)} must be at least 1")
+                raise ModelConfigError(f"model.{name}={getattr(self, name)} must be at least 1")
         for name, size in (("audio_frames", self.audio_frames), ("audio_mel_bins", self.audio_mel_bins)):
             if size % self.patch_size:
-                raise ValueError(f"model.{name}={size} is not a multiple of patch_size={self.patch_size}")
+                raise ModelConfigError(f"model.{name}={size} is not a multiple of patch_size={self.patch_size}")
         return self

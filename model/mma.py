@@ -1,6 +1,6 @@
 """The MMA-DFER network: two prompted frozen encoders, per-block fusion, joint adaptation, MTT, classifier.
 
-Data flow (DESIGN.md §2), for frames (n, T, 3, S, S) in [0, 1] and a normalised fbank
+Data flow (docs/architecture.md, "Model"), for frames (n, T, 3, S, S) in [0, 1] and a normalised fbank
 (n, 1, 512, 128):
 
     embed            frozen patch-embedding convs -> vision (n, T, Nv, D), audio (n, Na, D)

@@ -32,15 +32,15 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from model.checkpoint import safe_torch_load, save_model_checkpoint
 from model.config import ModelConfig
 from model.mma import MMADFER
-from pipeline.errors import MMAError
-from pipeline.io import sha256_file
+from model.errors import ModelError
+from model.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         sd = obj
     if not isinstance(sd, Mapping):
         found = sorted(map(str, obj))[:6] if isinstance(obj, Mapping) else type(obj).__name__
-        raise MMAError(
+        raise ModelError(
             f"{path}: not a checkpoint of the authors' code (expected {{'state_dict': {{'module.image_encoder...': "
             f"tensor}}}}; found {found})"
         )
@@ -120,7 +120,7 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(v, torch.Tensor):
             out[k] = v
     if not any(k.startswith("image_encoder.") for k in out) or not any(k.startswith("audio_model.") for k in out):
-        raise MMAError(f"{path}: not a checkpoint of the authors' code (no image_encoder.* / audio_model.* tensors)")
+        raise ModelError(f"{path}: not a checkpoint of the authors' code (no image_encoder.* / audio_model.* tensors)")
     return out
 
 
@@ -129,7 +129,7 @@ def _check_config(cfg: ModelConfig, state: Mapping[str, torch.Tensor], path: Pat
     wanted = {"modality": "both", "fusion": "bottleneck", "temporal": "mtt", "prompts": "progressive"}
     for name, value in wanted.items():
         if getattr(cfg, name) != value:
-            raise MMAError(f"{path}: the authors' checkpoints have {name}={value}, the model config has "
+            raise ModelError(f"{path}: the authors' checkpoints have {name}={value}, the model config has "
                            f"{name}={getattr(cfg, name)!r}")
     pos = state.get("image_encoder.pos_embed")
     prompts = state.get("image_encoder.learnable_prompts_init")
@@ -137,26 +137,26 @@ def _check_config(cfg: ModelConfig, state: Mapping[str, torch.Tensor], path: Pat
         grid = pos.shape[1] - 1 - prompts.shape[0]
         side = math.isqrt(max(grid, 0))
         if side * side == grid and side * cfg.patch_size != cfg.image_size:
-            raise MMAError(f"{path}: the checkpoint was trained at image size {side * cfg.patch_size} "
+            raise ModelError(f"{path}: the checkpoint was trained at image size {side * cfg.patch_size} "
                            f"({grid} patches), the model is configured for {cfg.image_size} (pass --image-size)")
     head = state.get("our_classifier.weight")
     if head is not None and head.shape[0] != cfg.num_classes:
-        raise MMAError(f"{path}: the checkpoint predicts {head.shape[0]} classes, the model has {cfg.num_classes} "
+        raise ModelError(f"{path}: the checkpoint predicts {head.shape[0]} classes, the model has {cfg.num_classes} "
                        "(wrong --dataset?)")
     sets = {k for k in state if k.startswith("image_encoder.learnable_prompts_progr.")}
     if sets and len(sets) != cfg.prompt_introductions:
-        raise MMAError(f"{path}: the checkpoint has {len(sets)} progressive prompt sets, the model config "
+        raise ModelError(f"{path}: the checkpoint has {len(sets)} progressive prompt sets, the model config "
                        f"prompt_introductions={cfg.prompt_introductions}")
     layers = {k.split(".")[3] for k in state if k.startswith(_LAYERS + ".")}
     if layers and len(layers) != cfg.temporal_depth:
-        raise MMAError(f"{path}: the checkpoint has {len(layers)} temporal transformer layer(s), the model config "
+        raise ModelError(f"{path}: the checkpoint has {len(layers)} temporal transformer layer(s), the model config "
                        f"temporal_depth={cfg.temporal_depth}")
 
 
 def convert_official_state_dict(
     state: Mapping[str, torch.Tensor], model: MMADFER, path: str | Path = "<state dict>"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Our state dict from the authors' tensors; MMAError on any unmapped tensor or shape mismatch."""
+    """Our state dict from the authors' tensors; ModelError on any unmapped tensor or shape mismatch."""
     problems: list[str] = []
     used: set[str] = set()
     out: dict[str, torch.Tensor] = {}
@@ -184,7 +184,7 @@ def convert_official_state_dict(
                         f"{', '.join(unmapped[:3])}")
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise MMAError(f"{path}: cannot import: {problems[0]}{more}")
+        raise ModelError(f"{path}: cannot import: {problems[0]}{more}")
     return out, {"mapped_tensors": len(out), "source_tensors": len(state), "dropped": dropped}
 
 
@@ -218,42 +218,34 @@ def load_official_checkpoint(path: str | Path, cfg: Any) -> MMADFER:
 def import_official_to_file(
     ckpt: str | Path,
     *,
-    dataset: str,
-    image_size: int,
+    model_config: ModelConfig,
+    classes: Sequence[str],
     out: str | Path,
-    preset: str = "paper",
+    run_config: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Convert an authors' checkpoint into an mma checkpoint (full state) at `out`; returns a report.
 
-    `preset` gives the encoder geometry (the authors' is `paper`, ViT-B); the class count
-    comes from `dataset`.
+    `model_config` is the official architecture at the checkpoint's image size; its class
+    count must equal `len(classes)`. `run_config` (the resolved run config as a dict) and
+    `extra` are stored in the checkpoint as they are.
     """
-    from pipeline.config import preset as preset_config
-    from pipeline.config import to_dict
-    from pipeline.datasets import DATASETS
-
-    if dataset not in DATASETS:
-        raise MMAError(f"--dataset {dataset!r}: the authors' checkpoints are for {' or '.join(DATASETS)}")
     out = Path(out)
     if out.exists() and not force:
-        raise MMAError(f"{out}: already exists (use --force to overwrite)")
-    spec = DATASETS[dataset]
-    cfg = preset_config(preset)
-    cfg.dataset = dataset
-    cfg.name = "official"
-    cfg.model.image_size = image_size
-    cfg.model.num_classes = spec.num_classes
-    model, report = _import(ckpt, cfg.model)
+        raise ModelError(f"{out}: already exists (use --force to overwrite)")
+    if model_config.num_classes != len(classes):
+        raise ModelError(f"{ckpt}: {len(classes)} class names given for a {model_config.num_classes}-class model")
+    model, report = _import(ckpt, model_config)
     none = {"path": None, "sha256": None}
     save_model_checkpoint(
         out,
         model,
-        to_dict(cfg),
+        dict(run_config),
         {"vision": dict(none), "audio": dict(none)},
-        extra={"official": {"path": report["source"], "sha256": report["sha256"]}, "classes": list(spec.classes),
-               "dataset": dataset},
+        extra={"official": {"path": report["source"], "sha256": report["sha256"]}, "classes": list(classes),
+               **dict(extra or {})},
         full_state=True,
     )
-    report.update(out=str(out), dataset=dataset)
+    report.update(out=str(out))
     return report

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeline.config import RunConfig, tiny
-from pipeline.errors import MMAError
-from pipeline.paths import Workspace
+from pipeline.core.config import RunConfig, tiny
+from pipeline.core.errors import MMAError
+from pipeline.core.paths import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _synth_root(ws: Workspace) -> Path:
 
 
 def _step_synth(root: Path, *, classes: int, clips_per_class: int, seconds: float, force: bool) -> dict[str, Any]:
-    from pipeline.synth import make_synth_dataset, read_synth_info
+    from pipeline.data.synth import make_synth_dataset, read_synth_info
 
     info = read_synth_info(root) if root.exists() else None
     wanted = {"classes": classes, "clips_per_class": clips_per_class, "seconds": seconds}
@@ -78,12 +78,12 @@ def run_demo(ws: Workspace, *, folds: Sequence[int] = (1,), force: bool = False,
     Returns {"text": table for the terminal, "folds": per-fold results, "plots": png paths,
     "report": report.md path, "steps": seconds per step, "chance": 100/classes}.
     """
-    from pipeline.evaluate import evaluate_checkpoint
-    from pipeline.prep import run_prep
-    from pipeline.report import make_report
-    from pipeline.shard import run_shard
-    from pipeline.cache import run_cache
-    from pipeline.train import train_fold
+    from pipeline.engine.evaluate import evaluate_checkpoint
+    from pipeline.engine.train import train_fold
+    from pipeline.prep.run import run_prep
+    from pipeline.results.report import make_report
+    from pipeline.store.cache import run_cache
+    from pipeline.store.shard import run_shard
 
     folds = sorted(set(int(f) for f in folds))
     if not folds or any(not 1 <= f <= 5 for f in folds):

@@ -35,7 +35,7 @@ TEST_CROP_SIZE = 64
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory):
     """A Workspace (workdir + manifest dir) in a session temp folder."""
-    from pipeline.paths import Workspace
+    from pipeline.core.paths import Workspace
 
     root = tmp_path_factory.mktemp("mma")
     return Workspace(root / "work", root / "data_manifests")
@@ -44,7 +44,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small `mma synth` dataset in MAFW layout, with the faulty clips real datasets have."""
-    synth = pytest.importorskip("pipeline.synth")
+    synth = pytest.importorskip("pipeline.data.synth")
     out = tmp_path_factory.mktemp("synth") / "MAFW"
     synth.make_synth_dataset(
         out,
@@ -61,7 +61,7 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def test_data_config():
     """DataConfig used for the shared fixtures: small crops so tests decode fast."""
-    from pipeline.config import DataConfig
+    from pipeline.core.config import DataConfig
 
     return DataConfig(crop_size=TEST_CROP_SIZE, shard_max_clips=8, num_workers=0)
 
@@ -69,21 +69,21 @@ def test_data_config():
 @pytest.fixture(scope="session")
 def prepped(synth_root: Path, workspace, test_data_config) -> dict:
     """`mma prep synth` run in-process on `synth_root`; returns the summary."""
-    prep = pytest.importorskip("pipeline.prep")
+    prep = pytest.importorskip("pipeline.prep.run")
     return prep.run_prep("synth", synth_root, workspace, test_data_config, cluster="serial")
 
 
 @pytest.fixture(scope="session")
 def sharded(prepped: dict, workspace, test_data_config) -> dict:
     """`mma shard synth` on the prepped data; returns the shard index."""
-    shard = pytest.importorskip("pipeline.shard")
+    shard = pytest.importorskip("pipeline.store.shard")
     return shard.run_shard("synth", workspace, test_data_config)
 
 
 @pytest.fixture
 def tiny_config():
     """A fresh `tiny` preset RunConfig for the synth dataset (4 classes), fold 1."""
-    from pipeline.config import tiny
+    from pipeline.core.config import tiny
 
     cfg = tiny()
     cfg.dataset = "synth"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.config import DataConfig
-from pipeline.io import atomic_write_json
-from pipeline.manifest import write_manifest
-from pipeline.paths import Workspace
-from pipeline.prep import _write_clip_dir, prep_settings, settings_hash
+from pipeline.core.config import DataConfig
+from pipeline.core.io import atomic_write_json
+from pipeline.core.paths import Workspace
+from pipeline.data.manifest import write_manifest
+from pipeline.prep.run import _write_clip_dir, prep_settings, settings_hash
 
 CLASSES = ["happiness", "sadness", "neutral"]
 
@@ -62,7 +62,7 @@ def make_fake_prep(ws: Workspace, dataset: str = "fake", *, clips_per_fold: int 
 
 def fake_config(dataset: str = "fake", *, fold: int = 1, size: int = 48):
     """A tiny-preset RunConfig for the fake dataset (3 classes, S=32 from `size` crops)."""
-    from pipeline.config import tiny
+    from pipeline.core.config import tiny
 
     cfg = tiny()
     cfg.dataset = dataset

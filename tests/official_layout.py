@@ -5,7 +5,7 @@ in issue 3), splitting timm's fused temporal qkv into their `to_q` / `to_kv`, an
 tensors their model carries but never uses (encoder heads, the PreNorm `norm2`s).
 
 `reference_forward` computes MMA-DFER from such a state dict with plain tensor ops,
-written from DESIGN.md §2 (token order, fusion, prompt schedule, JAM, MTT) without using
+written from docs/architecture.md, "Model" (token order, fusion, prompt schedule, JAM, MTT) without using
 any of our modules, so agreement with `MMADFER` checks the function, not just the names.
 """
 

@@ -1,0 +1,304 @@
+"""Evaluation: the one test loop (1-clip and 2-clip) shared by the trainer and `mma eval`.
+
+`evaluate_model` runs a model over a fold's test clips from shards or from the cache; under
+DDP every rank reads its own shards and the predictions are gathered and de-duplicated by
+clip id, so every test clip counts exactly once. `evaluate_checkpoint` loads one of our
+checkpoints (or the authors', `official=True`) and writes predictions, confusion matrix and
+metrics. `write_eval_outputs` is the writer both use.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from pipeline.core.config import RunConfig, from_dict
+from pipeline.core.device import pick_device
+from pipeline.core.errors import MMAError
+from pipeline.core.io import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.core.paths import Workspace
+from pipeline.core.plots import plot_confusion
+from pipeline.core.seeded_model import build_seeded_model
+from pipeline.engine.batches import (
+    autocast,
+    autocast_dtype,
+    forward_fn,
+    make_loader,
+    prepare_batch,
+)
+from pipeline.engine.distributed import (
+    DistInfo,
+    gather_objects,
+    init_distributed,
+    shutdown,
+)
+from pipeline.engine.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- the evaluation loop
+
+
+def _predict(model: torch.nn.Module, loader: Iterable[Any], source: str, device: torch.device,
+             amp: torch.dtype | None) -> list[tuple[str, int, list[float]]]:
+    fn = forward_fn(model, source)
+    rows: list[tuple[str, int, list[float]]] = []
+    with torch.inference_mode():
+        for batch in loader:
+            x1, x2, labels, clip_ids = prepare_batch(batch, source, device)
+            with autocast(device, amp):
+                logits = fn(x1, x2)
+            logits = logits.float().cpu()
+            for cid, y, row in zip(clip_ids, labels.cpu().tolist(), logits.tolist()):
+                rows.append((str(cid), int(y), row))
+    return rows
+
+
+def _gather_unique(rows: list[tuple[str, int, list[float]]], info: DistInfo) -> dict[str, tuple[int, np.ndarray]]:
+    """All ranks' predictions keyed by clip id (a clip seen twice is counted once, and logged)."""
+    out: dict[str, tuple[int, np.ndarray]] = {}
+    duplicates = 0
+    for part in gather_objects(rows, info):
+        for cid, y, logits in part:
+            if cid in out:
+                duplicates += 1
+                continue
+            out[cid] = (y, np.asarray(logits, dtype=np.float32))
+    if duplicates:
+        log.warning("evaluation: %d duplicate test clip(s) across ranks ignored", duplicates)
+    return out
+
+
+def evaluate_model(model: torch.nn.Module, cfg: RunConfig, ws: Workspace, *, info: DistInfo | None = None,
+                   device: torch.device | None = None, two_clip: bool = True) -> dict[str, Any]:
+    """1-clip (and 2-clip) metrics of `model` on fold cfg.fold's test clips.
+
+    Returns uar, war, per_class_recall, confusion, the same with a `_2clip` suffix (None when
+    two_clip is off), clips (count) and predictions (list of per-clip dicts, sorted by clip id).
+    """
+    info = info or DistInfo(0, 1, 0, device or pick_device())
+    device = device or info.device
+    source = cfg.train.source
+    amp = autocast_dtype(cfg.train.precision, device)
+    num_classes = cfg.model.num_classes
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        def run(view: int, num_views: int) -> dict[str, tuple[int, np.ndarray]]:
+            loader = make_loader(cfg, ws, "test", view=view, num_views=num_views, rank=info.rank,
+                                 world_size=info.world_size)
+            return _gather_unique(_predict(model, loader, source, device, amp), info)
+
+        one = run(0, 1)
+        two: dict[str, np.ndarray] | None = None
+        if two_clip:
+            a, b = run(0, 2), run(1, 2)
+            if set(a) != set(b) or set(a) != set(one):
+                raise MMAError(f"fold {cfg.fold} test views disagree on the clip set ({len(one)}/{len(a)}/{len(b)} clips)")
+            two = {cid: (a[cid][1] + b[cid][1]) / 2.0 for cid in a}
+    finally:
+        model.train(was_training)
+    if not one:
+        raise MMAError(f"fold {cfg.fold} of {cfg.dataset}: the test split yielded no clips")
+    ids = sorted(one)
+    labels = [one[c][0] for c in ids]
+    preds = [int(np.argmax(one[c][1])) for c in ids]
+    m1 = classification_metrics(labels, preds, num_classes)
+    result: dict[str, Any] = {
+        "uar": m1["uar"], "war": m1["war"], "per_class_recall": m1["per_class_recall"], "confusion": m1["confusion"],
+        "uar_2clip": None, "war_2clip": None, "per_class_recall_2clip": None, "confusion_2clip": None,
+        "clips": len(ids), "seconds": time.perf_counter() - start,
+    }
+    preds2: list[int | None] = [None] * len(ids)
+    if two is not None:
+        preds2 = [int(np.argmax(two[c])) for c in ids]
+        m2 = classification_metrics(labels, preds2, num_classes)
+        result.update(uar_2clip=m2["uar"], war_2clip=m2["war"], per_class_recall_2clip=m2["per_class_recall"],
+                      confusion_2clip=m2["confusion"])
+    result["predictions"] = [
+        {"clip_id": c, "label": y, "pred": p, "pred_2clip": p2, "logits": one[c][1].tolist(),
+         "logits_2clip": two[c].tolist() if two is not None else None}
+        for c, y, p, p2 in zip(ids, labels, preds, preds2)
+    ]
+    return result
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _predictions_csv(predictions: list[dict[str, Any]], classes: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    n = len(classes)
+    w.writerow(["clip_id", "label", "label_name", "pred", "pred_name", "pred_2clip", "pred_2clip_name",
+                *[f"logit_{c}" for c in classes]])
+    for p in predictions:
+        p2 = p["pred_2clip"]
+        w.writerow([p["clip_id"], p["label"], classes[p["label"]] if 0 <= p["label"] < n else "",
+                    p["pred"], classes[p["pred"]], "" if p2 is None else p2, "" if p2 is None else classes[p2],
+                    *[f"{v:.6g}" for v in p["logits"]]])
+    return buf.getvalue()
+
+
+def _confusion_csv(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["true\\pred", *classes])
+    for name, row in zip(classes, cm):
+        w.writerow([name, *row])
+    return buf.getvalue()
+
+
+def named_recall(recall: Sequence[float | None] | None, classes: Sequence[str]) -> dict[str, float | None] | None:
+    """{class name: recall %} from a per-class list."""
+    return None if recall is None else dict(zip(classes, recall))
+
+
+def write_eval_outputs(out_dir: str | Path, result: dict[str, Any], classes: Sequence[str], title: str = "") -> None:
+    """predictions.csv, confusion.csv (+ confusion_2clip.csv) and confusion.png into out_dir."""
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "predictions.csv", _predictions_csv(result["predictions"], classes))
+    atomic_write_text(out_dir / "confusion.csv", _confusion_csv(result["confusion"], classes))
+    if result.get("confusion_2clip") is not None:
+        atomic_write_text(out_dir / "confusion_2clip.csv", _confusion_csv(result["confusion_2clip"], classes))
+    label = f"{title}  " if title else ""
+    plot_confusion(result["confusion"], classes, out_dir / "confusion.png",
+                   title=f"{label}UAR {result['uar']:.1f}  WAR {result['war']:.1f}")
+
+
+def summary_fields(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+    """The result.json / eval.json view of an evaluation: metrics with per-class recall by name."""
+    return {
+        "uar": result["uar"],
+        "war": result["war"],
+        "uar_2clip": result["uar_2clip"],
+        "war_2clip": result["war_2clip"],
+        "per_class_recall": named_recall(result["per_class_recall"], classes),
+        "per_class_recall_2clip": named_recall(result["per_class_recall_2clip"], classes),
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "clips": result["clips"],
+        "confusion": result["confusion"],
+        "confusion_2clip": result["confusion_2clip"],
+    }
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def read_classes_for(cfg: RunConfig, ws: Workspace) -> list[str]:
+    """Class names of cfg.dataset from its manifest (the label ids the shards carry)."""
+    from pipeline.data.manifest import read_classes
+
+    return list(read_classes(ws, cfg.dataset))
+
+
+def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: bool = False) -> tuple[torch.nn.Module,
+                                                                                                    RunConfig,
+                                                                                                    dict[str, Any]]:
+    """Build the network a checkpoint describes and load it; returns (model, run config, info).
+
+    Our checkpoints carry their config: its model and data sections replace the caller's
+    (dataset, fold, source, precision and workers stay the caller's). Authors' checkpoints
+    are read with `model.load_official_checkpoint` using the caller's model config.
+    """
+    import model as mdl
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise MMAError(f"{path}: checkpoint file not found")
+    if official:
+        net = mdl.load_official_checkpoint(path, cfg.model)
+        return net, cfg, {"checkpoint": str(path), "official": True, "sha256": sha256_file(path)}
+
+    from model.checkpoint import load_model_checkpoint
+
+    ck = load_model_checkpoint(path, map_location="cpu")  # MMAError unless an mma checkpoint
+    saved = from_dict(ck["config"], base=RunConfig())
+    run_cfg = from_dict({"model": ck["config"]["model"], "data": ck["config"]["data"]}, base=copy.deepcopy(cfg))
+    run_cfg.data.num_workers = cfg.data.num_workers
+    if cfg.model.num_classes != run_cfg.model.num_classes:
+        raise MMAError(f"{path}: checkpoint has {run_cfg.model.num_classes} classes, {cfg.dataset} has "
+                       f"{cfg.model.num_classes}")
+    # Frozen encoders without a checkpoint are random: rebuild them exactly as the trainer did,
+    # so a demo/test checkpoint evaluates as trained.
+    net = build_seeded_model(run_cfg.model, saved.train.seed)
+    if ck.get("full_state"):
+        missing, unexpected = net.load_state_dict(ck["model"], strict=False)
+        if missing or unexpected:
+            raise MMAError(f"{path}: full state does not match the model ({len(missing)} missing, "
+                           f"{len(unexpected)} unexpected keys, e.g. {(list(missing) + list(unexpected))[0]})")
+    else:
+        vision = cfg.vision_ckpt or _encoder_path(ck, "vision")
+        audio = cfg.audio_ckpt or _encoder_path(ck, "audio")
+        _check_encoder_hash(ck, "vision", vision)
+        _check_encoder_hash(ck, "audio", audio)
+        if vision or audio:
+            mdl.load_encoder_checkpoints(net, vision, audio)
+        mdl.load_trainable_state_dict(net, ck["model"])
+    info = {"checkpoint": str(path), "official": False, "trained_fold": saved.fold, "trained_dataset": saved.dataset,
+            "epoch": ck.get("epoch")}
+    return net, run_cfg, info
+
+
+def _encoder_path(ck: dict[str, Any], which: str) -> str | None:
+    entry = (ck.get("encoders") or {}).get(which) or {}
+    return entry.get("path")
+
+
+def _check_encoder_hash(ck: dict[str, Any], which: str, path: str | None) -> None:
+    entry = (ck.get("encoders") or {}).get(which) or {}
+    if path is None:
+        return
+    if not Path(path).is_file():
+        raise MMAError(f"{path}: {which} encoder checkpoint not found (pass --{which}-ckpt)")
+    want = entry.get("sha256")
+    if want and sha256_file(path) != want:
+        log.warning("%s: sha256 differs from the %s encoder the checkpoint was trained with", path, which)
+
+
+def default_eval_dir(ws: Workspace, cfg: RunConfig, checkpoint: str | Path) -> Path:
+    """<workdir>/<ds>/runs/eval/<label>/fold<k>; label = file stem, or <run>_<fold dir> for a run's last.pt."""
+    path = Path(checkpoint).resolve()
+    label = f"{path.parent.parent.name}_{path.parent.name}" if path.stem == "last" else path.stem
+    return ws.runs_dir(cfg.dataset) / "eval" / label / f"fold{cfg.fold}"
+
+
+def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *, official: bool = False,
+                        out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on fold cfg.fold; writes eval.json, predictions, confusion into out_dir.
+
+    out_dir defaults to `default_eval_dir`.
+    """
+    classes = read_classes_for(cfg, ws)
+    cfg.model.num_classes = len(classes)
+    info = init_distributed()
+    try:
+        net, run_cfg, ck_info = load_model_for_eval(cfg, checkpoint, official=official)
+        if run_cfg.train.source == "cache":
+            from pipeline.store.cache import check_cache_matches
+
+            check_cache_matches(run_cfg, ws)
+        net.to(info.device)
+        result = evaluate_model(net, run_cfg, ws, info=info, two_clip=True)
+        out = Path(out_dir) if out_dir is not None else default_eval_dir(ws, cfg, checkpoint)
+        summary = {**summary_fields(result, classes), "fold": cfg.fold, "dataset": cfg.dataset, **ck_info,
+                   "out_dir": str(out)}
+        if info.is_main:
+            write_eval_outputs(out, result, classes, title=f"{cfg.dataset} fold {cfg.fold}")
+            atomic_write_json(out / "eval.json", summary)
+            log.info("eval %s fold %d: UAR %.2f WAR %.2f | 2-clip UAR %.2f WAR %.2f (%d clips) -> %s", cfg.dataset,
+                     cfg.fold, result["uar"], result["war"], result["uar_2clip"], result["war_2clip"],
+                     result["clips"], out)
+        return summary
+    finally:
+        shutdown(info)

@@ -1,0 +1,393 @@
+"""Stage 2 training of one fold (docs/architecture.md, "Training recipe"), its run directory, resume and DDP.
+
+Recipe: AdamW over the trainable parameters only (lr 1e-4, weight decay 1e-2 on every
+trainable tensor), cosine schedule stepped per epoch down to 0, batch 8, seed 1,
+cross-entropy; the last epoch's weights are the reported model. Batches stream from the
+shards (`model.forward`) or from the patch-embedding cache (`model.forward_embedded`).
+
+Run directory: config.json (resolved config), metrics.jsonl (one record per epoch),
+last.pt (trainable tensors + optimizer + scheduler + every rank's RNG states + epoch, saved
+after every epoch), curves.png, and at the end predictions.csv, confusion.csv/.png and
+result.json. `resume=True` continues from last.pt and reaches the same final metrics as an
+uninterrupted run; a finished run directory is never overwritten without `force`.
+
+Under torchrun each rank trains on its own share of the shards (DDP over the trainable
+parameters, uneven shares handled by DDP's Join), evaluation gathers every test clip once,
+and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import random
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.core.config import (
+    RunConfig,
+    load_run_config,
+    save_resolved_config,
+    to_dict,
+)
+from pipeline.core.errors import MMAError
+from pipeline.core.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
+from pipeline.core.paths import Workspace
+from pipeline.core.plots import plot_curves
+from pipeline.core.seeded_model import build_seeded_model
+from pipeline.engine.batches import autocast, autocast_dtype, make_loader, prepare_batch
+from pipeline.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    init_distributed,
+    shutdown,
+)
+from pipeline.engine.evaluate import (
+    evaluate_model,
+    read_classes_for,
+    summary_fields,
+    write_eval_outputs,
+)
+
+log = logging.getLogger(__name__)
+
+# Files a run writes; `force` removes exactly these (never the whole directory).
+RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "curves.png", "predictions.csv", "confusion.csv",
+             "confusion_2clip.csv", "confusion.png", "result.json")
+# Config fields that may differ between an interrupted run and its resumption.
+RUNTIME_ONLY = {"data.num_workers", "train.compile", "name"}
+
+EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+class EmbeddedForward(torch.nn.Module):
+    """Makes `forward_embedded` the forward of a module, so DDP / torch.compile can wrap it."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, vision_tokens: torch.Tensor, audio_tokens: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_embedded(vision_tokens, audio_tokens)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; in deterministic mode also ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated on `device` (since the last reset), else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(saved: RunConfig, current: RunConfig) -> list[str]:
+    """`field: saved -> current` for every field that matters to the result and differs."""
+    a, b = _flatten(to_dict(saved)), _flatten(to_dict(current))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in RUNTIME_ONLY and a.get(k) != b.get(k)]
+
+
+def _loader_len(loader: Any) -> int | None:
+    try:
+        return len(loader.dataset)  # type: ignore[arg-type]
+    except (TypeError, AttributeError):
+        return None
+
+
+# --------------------------------------------------------------------------- run directory state
+
+
+def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, force: bool) -> str:
+    """'fresh', 'resume' or 'finished' (read-only; every rank calls it before rank 0 changes anything)."""
+    finished = (run_dir / "result.json").exists()
+    has_ckpt = (run_dir / "last.pt").exists()
+    if force:
+        return "fresh"
+    if finished:
+        if resume:
+            return "finished"
+        raise MMAError(f"{run_dir}: holds a finished run (result.json); pass --force to overwrite it")
+    if has_ckpt and not resume:
+        raise MMAError(f"{run_dir}: holds an unfinished run (last.pt); pass --resume to continue or --force to restart")
+    if resume and not has_ckpt:
+        log.warning("%s: no last.pt to resume from; starting from epoch 1", run_dir)
+        return "fresh"
+    if resume:
+        saved_path = run_dir / "config.json"
+        if saved_path.exists():
+            diffs = config_differences(load_run_config(saved_path), cfg)
+            if diffs:
+                raise MMAError(f"{saved_path}: --resume with a different config ({'; '.join(diffs[:3])})")
+        return "resume"
+    return "fresh"
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_fold(cfg: RunConfig, ws: Workspace, *, run_dir: str | Path | None = None, resume: bool = False,
+               force: bool = False, on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+    """Train fold cfg.fold of cfg.dataset, evaluate it, and return the result.json content.
+
+    `on_epoch_end(epoch, record)` is called on every rank after each epoch's checkpoint is
+    written (epoch is 1-based); an exception it raises stops the run as a kill would.
+    """
+    cfg = copy.deepcopy(cfg)
+    info = init_distributed()
+    if not info.is_main:  # rank 0 alone logs progress; the others speak up only for problems
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return _train(cfg, ws, info, Path(run_dir) if run_dir is not None else None, resume, force, on_epoch_end)
+    finally:
+        shutdown(info)
+
+
+def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, resume: bool, force: bool,
+           on_epoch_end: EpochHook | None) -> dict[str, Any]:
+    import model as mdl
+    from model.checkpoint import load_model_checkpoint, save_model_checkpoint
+
+    classes = read_classes_for(cfg, ws)
+    cfg.model.num_classes = len(classes)
+    cfg.validate()
+    run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold)
+    state = _check_run_dir(run_dir, cfg, resume, force)
+    if state == "finished":
+        log.info("%s: already finished; nothing to resume", run_dir)
+        return json.loads((run_dir / "result.json").read_text())
+    barrier(info)
+    if info.is_main:
+        if state == "fresh":  # force, or leftovers of a run killed before its first checkpoint
+            _clear_run_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_resolved_config(cfg, run_dir / "config.json")
+    barrier(info)
+
+    device = info.device
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    net = build_seeded_model(cfg.model, cfg.train.seed, cfg.vision_ckpt, cfg.audio_ckpt)
+    none = {"path": None, "sha256": None}
+    enc = {w: dict(net.encoder_sources.get(w) or none) for w in ("vision", "audio")}
+    if cfg.train.source == "cache":
+        from pipeline.store.cache import check_cache_matches
+
+        check_cache_matches(cfg, ws)
+    net.to(device)
+
+    opt, sched = build_optimizer(net, cfg)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    log.info("training %s fold %d: %d trainable tensors, %.2fM trainable parameters, %s, %d epoch(s) -> %s",
+             cfg.dataset, cfg.fold, len(params), sum(p.numel() for p in params) / 1e6, device, cfg.train.epochs,
+             run_dir)
+
+    start_epoch = 0
+    if state == "resume":
+        ck = load_model_checkpoint(run_dir / "last.pt", map_location="cpu")
+        mdl.load_trainable_state_dict(net, ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        rngs = ck.get("rng") or []
+        if len(rngs) == info.world_size:
+            set_rng_state(rngs[info.rank])
+        else:
+            log.warning("last.pt holds RNG states of %d rank(s), this run has %d: resumed run will not be "
+                        "bit-identical", len(rngs), info.world_size)
+        start_epoch = int(ck["epoch"])
+        if info.is_main:
+            kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("epoch", 0) <= start_epoch]
+            atomic_write_text(run_dir / "metrics.jsonl", "".join(_jsonl_line(r) for r in kept))
+        log.info("resuming %s after epoch %d/%d", run_dir, start_epoch, cfg.train.epochs)
+
+    train_net: torch.nn.Module = EmbeddedForward(net) if cfg.train.source == "cache" else net
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_net = DDP(train_net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        train_net = torch.compile(train_net)
+    amp = autocast_dtype(cfg.train.precision, device)
+
+    final: dict[str, Any] | None = None
+    for epoch in range(start_epoch, cfg.train.epochs):
+        last = epoch == cfg.train.epochs - 1
+        record = _train_epoch(train_net, net, opt, cfg, ws, info, epoch, amp)
+        sched.step()
+        ev = evaluate_model(net, cfg, ws, info=info, two_clip=last and cfg.train.eval_two_clip)
+        record.update(test_uar=ev["uar"], test_war=ev["war"], test_clips=ev["clips"], eval_seconds=ev["seconds"])
+        if last:
+            final = ev
+        rngs = gather_objects(rng_state(), info)
+        if info.is_main:
+            append_jsonl(run_dir / "metrics.jsonl", record)
+            save_model_checkpoint(run_dir / "last.pt", net, to_dict(cfg), enc, extra={
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "epoch": epoch + 1,
+                "classes": classes, "dataset": cfg.dataset, "fold": cfg.fold})
+
+            plot_curves(read_jsonl(run_dir / "metrics.jsonl"), run_dir / "curves.png",
+                        title=f"{cfg.dataset} fold {cfg.fold} ({cfg.name})")
+            log.info("epoch %d/%d: loss %.4f, train acc %.1f%%, test UAR %.2f WAR %.2f, %.1f clips/s, lr %.2e",
+                     epoch + 1, cfg.train.epochs, record["loss"], record["train_acc"], ev["uar"], ev["war"],
+                     record["clips_per_s"], record["lr"])
+        barrier(info)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+
+    if final is None:  # resumed after the last epoch's checkpoint: evaluate the final weights
+        final = evaluate_model(net, cfg, ws, info=info, two_clip=cfg.train.eval_two_clip)
+    result = {**summary_fields(final, classes), "fold": cfg.fold, "epochs": cfg.train.epochs,
+              "dataset": cfg.dataset, "name": cfg.name, "image_size": cfg.model.image_size,
+              "run_dir": str(run_dir)}
+    if info.is_main:
+        write_eval_outputs(run_dir, final, classes, title=f"{cfg.dataset} fold {cfg.fold}")
+        atomic_write_json(run_dir / "result.json", result)
+        log.info("fold %d done: UAR %.2f WAR %.2f | 2-clip UAR %s WAR %s -> %s", cfg.fold, result["uar"],
+                 result["war"], _pct(result["uar_2clip"]), _pct(result["war_2clip"]), run_dir / "result.json")
+    barrier(info)
+    return result
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _jsonl_line(record: dict[str, Any]) -> str:
+    return json.dumps(record) + "\n"
+
+
+def train_step(train_net: torch.nn.Module, opt: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
+               labels: torch.Tensor, device: torch.device, amp: torch.dtype | None) -> tuple[torch.Tensor,
+                                                                                          torch.Tensor]:
+    """One optimisation step (autocast forward, fp32 cross-entropy, backward, AdamW); returns (loss, logits)."""
+    with autocast(device, amp):
+        logits = train_net(x1, x2)
+    loss = F.cross_entropy(logits.float(), labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), logits.detach()
+
+
+def build_optimizer(net: torch.nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters only (weight decay on all of them) + per-epoch cosine to 0."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.betas),
+                            weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs, eta_min=0.0)
+    return opt, sched
+
+
+def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
+                 ws: Workspace, info: DistInfo, epoch: int, amp: torch.dtype | None) -> dict[str, Any]:
+    """One pass over this rank's training shards; returns the epoch's metrics record (all ranks summed)."""
+    from pipeline.core.progress import progress_bar
+
+    device = info.device
+    source = cfg.train.source
+    loader = make_loader(cfg, ws, "train", epoch=epoch, rank=info.rank, world_size=info.world_size)
+    total = _loader_len(loader)
+    lr = opt.param_groups[0]["lr"]
+    net.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    # Running sums stay on the device: no host sync per step (one at the end of the epoch).
+    loss_sum_t = torch.zeros((), dtype=torch.float64, device=device)
+    correct_t = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    start = time.perf_counter()
+    join: Any = None
+    if info.distributed:
+        from torch.distributed.algorithms.join import Join
+
+        join = Join([train_net])
+    progress = progress_bar(f"epoch {epoch + 1}/{cfg.train.epochs}", total or 0, unit="clips")
+    if not info.is_main:
+        progress.disable = True
+    with progress, (join if join is not None else contextlib.nullcontext()):
+        task = progress.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}",
+                                 total=(total // info.world_size if total else None))
+        for batch in loader:
+            x1, x2, labels, _ = prepare_batch(batch, source, device)
+            loss, logits = train_step(train_net, opt, x1, x2, labels, device, amp)
+            n = labels.numel()
+            loss_sum_t += loss.double() * n
+            correct_t += (logits.argmax(dim=1) == labels).sum()
+            count += n
+            progress.advance(task, n)
+    loss_sum, correct = float(loss_sum_t), int(correct_t)
+    seconds = time.perf_counter() - start
+    loss_sum, correct, count = all_reduce_sum([loss_sum, float(correct), float(count)], info)
+    if count == 0:
+        raise MMAError(f"fold {cfg.fold} of {cfg.dataset}: the training split yielded no clips")
+    peak = max(gather_objects(peak_memory_mb(device), info))
+    return {
+        "epoch": epoch + 1,
+        "loss": loss_sum / count,
+        "lr": lr,
+        "train_acc": 100.0 * correct / count,
+        "train_clips": int(count),
+        "clips_per_s": count / seconds if seconds > 0 else None,
+        "seconds": seconds,
+        "peak_mem_mb": peak,
+        "world_size": info.world_size,
+    }
+
+

@@ -1,0 +1,264 @@
+"""The paper's experiments (Tables 1-7) as named presets that expand into concrete training jobs.
+
+An `Experiment` is a list of rows, each row a set of config overrides (the ablation knobs of
+`model/config.py`) with the paper's published numbers for that row attached. `expand` puts the
+rows on top of a base RunConfig (the `paper` or `tiny` preset plus the user's file/overrides)
+for the requested folds and returns one `Job` per (row, fold): the run name, the resolved and
+validated config, and the run directory `mma train` would use. `mma sweep` submits the jobs;
+`mma sweep report` lays the results out as the paper's table.
+
+Tables 2-7 are the authors' ablations on fold 1 of DFEW at 160 px; their numbers are shown
+for every dataset (labelled "paper (DFEW fold 1)"). Table 1 is the 5-fold mean per image size
+of DFEW or MAFW (MAFW's numbers for `mafw`, DFEW's otherwise).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.core.config import RunConfig, apply_overrides
+from pipeline.core.errors import MMAError
+from pipeline.core.paths import Workspace
+from pipeline.data.datasets import NUM_FOLDS
+from pipeline.data.paper import PAPER_TABLE1
+
+# The full model (the last row of Tables 2-7 on DFEW fold 1, 160 px).
+_FULL_DFEW_F1 = {"uar": 66.52, "war": 77.92}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a paper table: its label there, a short key, the overrides, the paper's numbers."""
+
+    key: str
+    label: str
+    overrides: dict[str, Any]
+    paper: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A paper table reproduced as a sweep: rows x folds."""
+
+    name: str
+    table: str
+    title: str
+    rows: tuple[Row, ...]
+    default_folds: tuple[int, ...]
+    paper_source: str
+    # extra row columns shown in the report: (heading, Row.paper key)
+    extra_columns: tuple[tuple[str, str], ...] = ()
+    # the knobs the rows change (listed by `mma sweep --list`)
+    knobs: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class Job:
+    """One training run of a sweep: a row of an experiment on one fold."""
+
+    experiment: str
+    row: str
+    label: str
+    fold: int
+    run_name: str
+    config: RunConfig
+    run_dir: Path
+    overrides: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """Stable identifier inside a sweep: `<run name>/fold<k>`."""
+        return f"{self.run_name}/fold{self.fold}"
+
+
+# --------------------------------------------------------------------------- the paper's tables
+
+
+def table1(dataset: str = "dfew") -> Experiment:
+    """Table 1 (MMA rows): 5 folds at S = 112, 160, 224; paper numbers of MAFW for mafw, else DFEW."""
+    source = "mafw" if dataset == "mafw" else "dfew"
+    rows = []
+    for size in (112, 160, 224):
+        uar, war, uar2, war2 = PAPER_TABLE1[source][size]
+        rows.append(Row(f"s{size}", f"MMA (ours).{size}", {"model.image_size": size},
+                        {"uar": uar, "war": war, "uar_2clip": uar2, "war_2clip": war2}))
+    return Experiment("table1", "Table 1", "Comparison to SOTA: MMA-DFER at three image sizes", tuple(rows),
+                      tuple(range(1, NUM_FOLDS + 1)), f"{source.upper()}, 5-fold mean",
+                      extra_columns=(("paper UAR*", "uar_2clip"), ("paper WAR*", "war_2clip")),
+                      knobs=("model.image_size",))
+
+
+def temporal(dataset: str = "dfew") -> Experiment:
+    """Table 2: intermediate temporal adaptors (ITA, d = 64/128/256) vs the MTT vs both."""
+    rows = (
+        Row("ita64", "ITA, d=64", {"model.temporal": "ita", "model.ita_dim": 64},
+            {"uar": 63.27, "war": 76.59, "params_m": 1.3}),
+        Row("ita128", "ITA, d=128", {"model.temporal": "ita", "model.ita_dim": 128},
+            {"uar": 64.44, "war": 76.80, "params_m": 0.8}),
+        Row("ita256", "ITA, d=256", {"model.temporal": "ita", "model.ita_dim": 256},
+            {"uar": 63.35, "war": 76.59, "params_m": 4.3}),
+        Row("mtt-ita128", "MTM + ITA-128", {"model.temporal": "both", "model.ita_dim": 128},
+            {"uar": 64.66, "war": 77.36, "params_m": 2.9}),
+        Row("mtt", "MTM (ours)", {"model.temporal": "mtt"}, {**_FULL_DFEW_F1, "params_m": 2.2}),
+    )
+    return Experiment("temporal", "Table 2", "Multimodal Temporal Transformer vs intermediate temporal blocks",
+                      rows, (1,), "DFEW fold 1", extra_columns=(("paper params (M)", "params_m"),),
+                      knobs=("model.temporal", "model.ita_dim"))
+
+
+def fusion(dataset: str = "dfew") -> Experiment:
+    """Table 3: modality fusion approaches."""
+    rows = (
+        Row("none", "None", {"model.fusion": "none"}, {"uar": 59.27, "war": 70.56}),
+        Row("mult", "MULT", {"model.fusion": "mult"}, {"uar": 59.89, "war": 71.12}),
+        Row("mult-concat", "MULT-concat", {"model.fusion": "mult-concat"}, {"uar": 54.96, "war": 65.66}),
+        Row("add", "ADD", {"model.fusion": "add"}, {"uar": 59.97, "war": 71.20}),
+        Row("bottleneck", "Fusion Bottleneck (ours)", {"model.fusion": "bottleneck"}, dict(_FULL_DFEW_F1)),
+    )
+    return Experiment("fusion", "Table 3", "Comparison of modality fusion approaches", rows, (1,), "DFEW fold 1",
+                      knobs=("model.fusion",))
+
+
+def _components_row(pr: bool, prpr: bool, mtt: bool, fb: bool, uar: float, war: float) -> Row:
+    prompts = "progressive" if prpr else ("static" if pr else "none")
+    mark = "".join("+" if on else "-" for on in (pr, prpr, mtt, fb))
+    label = " ".join(f"{name}{'+' if on else '-'}" for name, on in
+                     (("Pr", pr), ("Pr.Pr.", prpr), ("MTT", mtt), ("FB", fb)))
+    key = "pr{}-prpr{}-mtt{}-fb{}".format(*("1" if c == "+" else "0" for c in mark))
+    return Row(key, label, {"model.prompts": prompts, "model.temporal": "mtt" if mtt else "none",
+                            "model.fusion": "bottleneck" if fb else "none"}, {"uar": uar, "war": war})
+
+
+def components(dataset: str = "dfew") -> Experiment:
+    """Table 4: prompts (Pr), progressive prompts (Pr.Pr.), MTT and Fusion Bottleneck (FB) on/off."""
+    rows = (
+        _components_row(False, False, False, False, 56.59, 68.43),
+        _components_row(True, False, False, False, 57.45, 69.33),
+        _components_row(True, True, False, False, 58.21, 69.34),
+        _components_row(True, True, True, False, 59.27, 70.56),
+        _components_row(True, True, False, True, 61.96, 74.58),
+        _components_row(False, False, True, True, 64.62, 77.40),
+        _components_row(True, True, True, True, 66.52, 77.92),
+    )
+    return Experiment("components", "Table 4", "Ablation of each component", rows, (1,), "DFEW fold 1",
+                      knobs=("model.prompts", "model.temporal", "model.fusion"))
+
+
+def modality(dataset: str = "dfew") -> Experiment:
+    """Table 5: each modality alone (frozen branch + classifier) vs both."""
+    rows = (
+        Row("audio", "Audio only", {"model.modality": "audio"}, {"uar": 26.43, "war": 33.53}),
+        Row("vision", "Vision only", {"model.modality": "vision"}, {"uar": 54.34, "war": 67.15}),
+        Row("both", "MMA-DFER", {"model.modality": "both"}, dict(_FULL_DFEW_F1)),
+    )
+    return Experiment("modality", "Table 5", "Each modality encoder vs the multimodal MMA-DFER", rows, (1,),
+                      "DFEW fold 1", knobs=("model.modality",))
+
+
+def latent(dataset: str = "dfew") -> Experiment:
+    """Table 6: Fusion Bottleneck latent width d = 64/128/256/512."""
+    paper = {64: (64.57, 77.44, 5.9), 128: (66.52, 77.92, 7.5), 256: (66.72, 78.17, 12.3),
+             512: (66.77, 78.13, 21.7)}
+    rows = tuple(Row(f"d{d}", f"{d}", {"model.latent_dim": d}, {"uar": u, "war": w, "params_m": p})
+                 for d, (u, w, p) in paper.items())
+    return Experiment("latent", "Table 6", "Dimensionality of the latent space", rows, (1,), "DFEW fold 1",
+                      extra_columns=(("paper params (M)", "params_m"),), knobs=("model.latent_dim",))
+
+
+def prompts(dataset: str = "dfew") -> Experiment:
+    """Table 7: how many times progressive prompts are introduced (12/6/4/2; 0 = no prompts)."""
+    paper = {12: (65.14, 77.87), 6: (65.44, 77.83), 4: (64.41, 77.62), 2: (66.52, 77.92), 0: (64.62, 77.40)}
+    rows = []
+    for n, (u, w) in paper.items():
+        over: dict[str, Any] = ({"model.prompts": "none"} if n == 0 else
+                                {"model.prompts": "progressive", "model.prompt_introductions": n})
+        rows.append(Row(f"n{n}", f"{n}", over, {"uar": u, "war": w}))
+    return Experiment("prompts", "Table 7", "Frequency of progressive prompts", tuple(rows), (1,), "DFEW fold 1",
+                      knobs=("model.prompts", "model.prompt_introductions"))
+
+
+EXPERIMENTS: dict[str, Callable[[str], Experiment]] = {
+    "table1": table1,
+    "temporal": temporal,
+    "fusion": fusion,
+    "components": components,
+    "modality": modality,
+    "latent": latent,
+    "prompts": prompts,
+}
+
+
+def get_experiment(name: str, dataset: str = "dfew") -> Experiment:
+    """The named experiment (paper numbers chosen for `dataset`); MMAError lists the known names."""
+    try:
+        return EXPERIMENTS[name](dataset)
+    except KeyError:
+        raise MMAError(f"unknown sweep preset {name!r}; known: {', '.join(EXPERIMENTS)}") from None
+
+
+def list_experiments(dataset: str = "dfew") -> list[dict[str, Any]]:
+    """One summary per experiment: name, table, title, rows, default folds, knobs (for `--list`)."""
+    out = []
+    for name in EXPERIMENTS:
+        exp = get_experiment(name, dataset)
+        out.append({"name": exp.name, "table": exp.table, "title": exp.title,
+                    "rows": [r.label for r in exp.rows], "folds": list(exp.default_folds),
+                    "jobs": len(exp.rows) * len(exp.default_folds), "knobs": list(exp.knobs),
+                    "paper": exp.paper_source})
+    return out
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+def sweep_id(experiment: str, preset_name: str = "paper") -> str:
+    """Name of a sweep (its state folder and run-name prefix): the experiment, suffixed by a non-paper preset."""
+    return experiment if preset_name == "paper" else f"{experiment}-{preset_name}"
+
+
+def run_name(experiment: str, row: str, preset_name: str = "paper") -> str:
+    """Run name of one row: `<experiment>-<row>` (plus `-<preset>` for a non-paper base preset)."""
+    return f"{experiment}-{row}" if preset_name == "paper" else f"{experiment}-{row}-{preset_name}"
+
+
+def parse_folds(text: str | None) -> list[int] | None:
+    """`"1,3"` -> [1, 3]; None/empty -> None (the preset's folds). MMAError on anything else."""
+    if text is None or not str(text).strip():
+        return None
+    folds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= int(part) <= NUM_FOLDS:
+            raise MMAError(f"--folds {text!r}: each fold must be an integer in 1..{NUM_FOLDS}")
+        if int(part) not in folds:
+            folds.append(int(part))
+    return folds or None
+
+
+def expand(experiment: Experiment, base: RunConfig, ws: Workspace, *, folds: list[int] | None = None,
+           preset_name: str = "paper") -> list[Job]:
+    """One Job per (row, fold): base config + the row's overrides, validated, with `mma train`'s run dir.
+
+    A row whose overrides do not fit the base preset (e.g. 12 prompt introductions on a 4-block
+    tiny model) raises MMAError naming the row.
+    """
+    jobs = []
+    for row in experiment.rows:
+        name = run_name(experiment.name, row.key, preset_name)
+        for fold in folds or list(experiment.default_folds):
+            cfg = copy.deepcopy(base)
+            try:
+                apply_overrides(cfg, row.overrides)
+                cfg.model.validate()
+            except ValueError as exc:
+                raise MMAError(f"sweep {experiment.name}, row {row.label!r} on the {preset_name} preset: {exc}") from None
+            cfg.name = name
+            cfg.fold = fold
+            jobs.append(Job(experiment.name, row.key, row.label, fold, name, cfg,
+                            ws.run_dir(cfg.dataset, name, fold), dict(row.overrides)))
+    return jobs

@@ -1,0 +1,441 @@
+"""`mma prep`: manifest, then per clip face crops + whole-clip kaldi fbank, on Dask, resumable.
+
+Output per clip, `<workdir>/<ds>/prep/clips/<clip_id>/` (appears atomically: temp dir + rename):
+  frames/000000.jpg ...  square RGB face crops (data.crop_size), every decoded frame, native rate
+  fbank.npy              float16 (n, 128) raw kaldi fbank of the whole clip (0 rows: no audio)
+  meta.json              clip_id, label, num_frames, fps, has_audio, sample_rate, audio_seconds,
+                         faces_found (per frame), confidence, boxes, warnings, config_hash, ...
+Beside them: `prep_config.json` (the settings and their `hash`), `failures.jsonl` (clip_id,
+stage, error), `summary.json`. A rerun skips clips whose directory validates against the
+current settings; `force` redoes them. `process_video` is the one per-clip function: the same
+code runs in-process ("serial"), on a LocalCluster, or on SLURM (pipeline.prep.cluster).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.config import DataConfig, to_dict
+from pipeline.core.errors import MMAError
+from pipeline.core.io import (
+    append_jsonl,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_or,
+    read_jsonl,
+    sha256_json,
+)
+from pipeline.core.paths import Workspace
+from pipeline.prep.video import ClipError
+
+log = logging.getLogger(__name__)
+
+PREP_VERSION = 1
+# DataConfig fields that change what prep writes (the rest only matter at load time).
+PREP_FIELDS = ("faces", "face_select", "crop_size", "jpeg_quality", "audio_rate")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def prep_settings(data_cfg: DataConfig) -> dict[str, Any]:
+    """The settings that determine prep's output, plus the output format version."""
+    values = to_dict(data_cfg)
+    return {"version": PREP_VERSION, **{k: values[k] for k in PREP_FIELDS}}
+
+
+def settings_hash(data_cfg: DataConfig) -> str:
+    return sha256_json(prep_settings(data_cfg))[:16]
+
+
+def _check_settings(data_cfg: DataConfig) -> None:
+    data_cfg.validate()
+    if not 16 <= data_cfg.crop_size <= 1024:
+        raise MMAError(f"data.crop_size={data_cfg.crop_size} is outside 16..1024")
+
+
+# --------------------------------------------------------------------------- one clip
+
+
+def frame_name(index: int) -> str:
+    """File name of frame `index` in a clip's frames/ folder."""
+    return f"{index:06d}.jpg"
+
+
+def process_video(
+    video: str | Path | None,
+    out_dir: str | Path,
+    data_cfg: DataConfig,
+    *,
+    clip_id: str,
+    label: int = -1,
+    device: str | None = None,
+    frames_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Turn one raw video into a prep clip directory at `out_dir` (written atomically); returns meta.
+
+    `frames_dir` (with data.faces="official") supplies pre-cropped face frames (DFEW's
+    clip_224x224); the video then only provides audio and fps. Raises ClipError(stage, msg).
+    """
+    from pipeline.prep.audio import clip_fbank
+    from pipeline.prep.faces import (
+        crop_frames,
+        detect_faces,
+        resize_face_frames,
+        select_faces,
+    )
+    from pipeline.prep.video import DEFAULT_FPS, DecodedClip, decode_clip, read_frame_folder
+
+    start = time.perf_counter()
+    official = data_cfg.faces == "official"
+    warnings: list[str] = []
+    if official:
+        if frames_dir is None:
+            raise ClipError("frames", f"clip {clip_id}: --faces official needs the dataset's face frames folder")
+        faces = resize_face_frames(read_frame_folder(frames_dir), data_cfg.crop_size)
+        if video is not None and Path(video).is_file():
+            decoded = decode_clip(video, video=False)
+        else:
+            decoded = DecodedClip(np.zeros((0, 0, 0, 3), np.uint8), DEFAULT_FPS, None, None,
+                                  [f"video missing ({video}): no audio, fps assumed {DEFAULT_FPS:g}"])
+        height, width = faces.shape[1:3]
+        track_info: dict[str, Any] = {"face_source": "official", "faces_found": [1] * len(faces),
+                                      "no_face_frames": 0, "confidence": None, "boxes": None}
+    else:
+        if video is None:
+            raise ClipError("open", f"clip {clip_id}: no video file given")
+        decoded = decode_clip(video)
+        height, width = decoded.frames.shape[1:3]
+        try:
+            det = detect_faces(decoded.frames, device=device)
+            track = select_faces(det, height, width, data_cfg.face_select)
+            faces = crop_frames(decoded.frames, track.boxes, data_cfg.crop_size)
+        except ClipError:
+            raise
+        except Exception as exc:  # a bug or a broken device: recorded per clip, run goes on
+            raise ClipError("faces", f"{video}: face detection failed ({type(exc).__name__}: {exc})") from None
+        warnings += track.warnings
+        track_info = {
+            "face_source": f"mtcnn-{data_cfg.face_select}",
+            "faces_found": det.faces_per_frame,
+            "no_face_frames": int((~track.detected).sum()),
+            "confidence": [None if c is None else round(c, 4) for c in track.confidence],
+            "boxes": np.round(track.boxes, 1).tolist(),
+        }
+    warnings += decoded.warnings
+    try:
+        fbank, audio_info = clip_fbank(decoded.audio, decoded.sample_rate, data_cfg.audio_rate)
+    except Exception as exc:
+        raise ClipError("audio", f"{video}: fbank failed ({type(exc).__name__}: {exc})") from None
+    if audio_info["has_audio"] and fbank.shape[0] == 0:
+        warnings.append(f"audio track too short for one fbank frame ({audio_info['audio_seconds']} s): treated as no audio")
+        audio_info["has_audio"] = False
+    if len(faces) < data_cfg.num_frames:
+        warnings.append(f"only {len(faces)} frames (< {data_cfg.num_frames}): the loader repeats the last one")
+    meta = {
+        "clip_id": str(clip_id),
+        "label": int(label),
+        "num_frames": int(len(faces)),
+        "fps": round(float(decoded.fps), 4),
+        "duration": round(len(faces) / decoded.fps, 4) if decoded.fps else None,
+        "source_size": [int(width), int(height)],
+        "crop_size": int(data_cfg.crop_size),
+        **audio_info,
+        "fbank_frames": int(fbank.shape[0]),
+        **track_info,
+        "warnings": warnings,
+        "video": str(video) if video is not None else None,
+        "config_hash": settings_hash(data_cfg),
+        "prep_seconds": None,
+    }
+    _write_clip_dir(Path(out_dir), faces, fbank, meta, data_cfg.jpeg_quality, start)
+    return meta
+
+
+def _write_clip_dir(out_dir: Path, faces: np.ndarray, fbank: np.ndarray, meta: dict, quality: int, start: float) -> None:
+    from PIL import Image
+
+    try:
+        with atomic_dir(out_dir, overwrite=True) as tmp:
+            frames = tmp / "frames"
+            frames.mkdir()
+            for i, face in enumerate(faces):
+                Image.fromarray(face).save(frames / frame_name(i), quality=int(quality))
+            np.save(tmp / "fbank.npy", fbank.astype(np.float16))
+            meta["prep_seconds"] = round(time.perf_counter() - start, 3)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    except OSError as exc:
+        raise ClipError("write", f"{out_dir}: cannot write clip ({exc})") from None
+
+
+def load_meta(clip_dir: str | Path) -> dict[str, Any] | None:
+    """meta.json of a clip directory, or None if absent/unreadable."""
+    return read_json_or(Path(clip_dir) / "meta.json", None)
+
+
+def clip_is_done(clip_dir: str | Path, config_hash: str, clip_id: str | None = None) -> dict[str, Any] | None:
+    """The clip's meta if its directory is complete and made with these settings, else None.
+
+    Checks meta.json, the config hash, every frame file and the fbank header (not just existence
+    of the folder).
+    """
+    clip_dir = Path(clip_dir)
+    meta = load_meta(clip_dir)
+    if not meta or meta.get("config_hash") != config_hash:
+        return None
+    if clip_id is not None and meta.get("clip_id") != clip_id:
+        return None
+    n = int(meta.get("num_frames", 0))
+    frames = clip_dir / "frames"
+    if n <= 0 or not all((frames / frame_name(i)).is_file() for i in (0, n - 1)):
+        return None
+    if sum(1 for _ in frames.iterdir()) != n:
+        return None
+    try:
+        fbank = np.load(clip_dir / "fbank.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if fbank.ndim != 2 or fbank.shape[0] != meta.get("fbank_frames") or fbank.dtype != np.float16:
+        return None
+    return meta
+
+
+# --------------------------------------------------------------------------- the task Dask runs
+
+
+_THREADS_SET = False
+
+
+def _prep_task(row: dict[str, Any], *, clips_dir: str, data: dict[str, Any], device: str | None,
+               threads: int | None) -> dict[str, Any]:
+    """Process one manifest row; never raises for a bad clip (returns ok=False, stage, error)."""
+    global _THREADS_SET
+    if threads and not _THREADS_SET:
+        import torch
+
+        torch.set_num_threads(int(threads))
+        _THREADS_SET = True
+    from pipeline.core.config import update_dataclass
+
+    cfg = update_dataclass(DataConfig(), data)
+    clip_id = row["clip_id"]
+    try:
+        meta = process_video(
+            row.get("video") or None,
+            Path(clips_dir) / clip_id,
+            cfg,
+            clip_id=clip_id,
+            label=int(row["label"]),
+            device=device,
+            frames_dir=row.get("frames_dir") or None,
+        )
+    except ClipError as exc:
+        return {"clip_id": clip_id, "ok": False, "stage": exc.stage, "error": str(exc)}
+    return {"clip_id": clip_id, "ok": True, "num_frames": meta["num_frames"], "has_audio": meta["has_audio"]}
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _clean_stale_temps(clips_dir: Path) -> int:
+    """Remove temp dirs left by a killed run (finished clips are never temp dirs)."""
+    n = 0
+    for p in clips_dir.glob(".*.tmp"):
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    for p in clips_dir.glob(".*.old"):
+        shutil.rmtree(p, ignore_errors=True)
+    return n
+
+
+def _check_prep_config(path: Path, settings: dict[str, Any], digest: str, force: bool) -> None:
+    if not path.exists() or force:
+        return
+    old = read_json_or(path, None)
+    if not isinstance(old, dict) or old.get("hash") == digest:
+        return
+    before = old.get("settings", {})
+    diff = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v]
+    raise MMAError(f"{path}: this prep was made with other settings ({', '.join(diff) or 'unknown'}); "
+                   "use --force to redo it, or another --workdir")
+
+
+def run_prep(
+    dataset: str,
+    root: str | Path,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    *,
+    workers: int = 2,
+    threads_per_worker: int = 1,
+    cluster: str = "local",
+    limit: int | None = None,
+    force: bool = False,
+    device: str | None = None,
+    slurm: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the manifest, then prep every (or the first `limit`) clip; returns the summary.
+
+    Raises MMAError only when the run itself is broken (bad root, unreadable split files,
+    settings clash); per-clip failures go to failures.jsonl and the run goes on.
+    """
+    from pipeline.data.manifest import build_manifest
+    from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
+
+    _check_settings(data_cfg)
+    root = Path(root)
+    start = time.perf_counter()
+    rows, classes = build_manifest(dataset, root, ws, check_frames=data_cfg.faces == "official")
+    if data_cfg.faces == "official" and not any(r["frames_dir"] for r in rows):
+        raise MMAError(f"{root}: --faces official needs DFEW's Clip/clip_224x224 frame folders")
+    scope = rows[: limit] if limit is not None else rows
+    prep_dir = ws.prep_dir(dataset)
+    clips_dir = prep_dir / "clips"
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    settings = prep_settings(data_cfg)
+    digest = settings_hash(data_cfg)
+    config_path = prep_dir / "prep_config.json"
+    _check_prep_config(config_path, settings, digest, force)
+    atomic_write_json(config_path, {"hash": digest, "settings": settings, "dataset": dataset,
+                                    "root": str(root.resolve()), "classes": classes})
+    stale = _clean_stale_temps(clips_dir)
+    if stale:
+        log.info("removed %d unfinished clip folders left by an interrupted run", stale)
+
+    done: dict[str, dict] = {}
+    todo: list[dict[str, Any]] = []
+    unusable: list[dict[str, Any]] = []
+    for r in scope:
+        if not r["usable"]:
+            unusable.append(r)
+            continue
+        meta = None if force else clip_is_done(clips_dir / r["clip_id"], digest, r["clip_id"])
+        if meta is not None:
+            done[r["clip_id"]] = meta
+        else:
+            todo.append(r)
+    log.info("prep %s: %d clips in scope, %d already done, %d to process, %d unusable in the manifest",
+             dataset, len(scope), len(done), len(todo), len(unusable))
+
+    failures_path = prep_dir / "failures.jsonl"
+    retried = {r["clip_id"] for r in todo} | {r["clip_id"] for r in unusable} | set(done)
+    kept = [f for f in read_jsonl(failures_path) if f.get("clip_id") not in retried]
+    atomic_write_text(failures_path, "".join(json.dumps(f) + "\n" for f in kept))
+    for r in unusable:
+        append_jsonl(failures_path, {"clip_id": r["clip_id"], "stage": "manifest", "error": r["problem"],
+                                     "video": r["video"]})
+
+    def on_result(row: dict, result: dict) -> None:
+        if result["ok"]:
+            return
+        record = {"clip_id": row["clip_id"], "stage": result["stage"], "error": result["error"], "video": row["video"]}
+        append_jsonl(failures_path, record)
+        log.warning("clip %s failed at %s: %s", row["clip_id"], result["stage"], result["error"])
+
+    def on_error(row: dict, exc: BaseException) -> None:
+        on_result(row, {"ok": False, "stage": "worker", "error": f"{type(exc).__name__}: {exc}"})
+
+    if todo:
+        task = functools.partial(_prep_task, clips_dir=str(clips_dir), data=to_dict(data_cfg), device=device,
+                                 threads=threads_per_worker if cluster != "serial" else None)
+        spec = ClusterSpec(kind=cluster, workers=workers, threads_per_worker=threads_per_worker, slurm=slurm or {})
+        with open_client(spec) as client:
+            map_tasks(task, todo, client, description=f"prep {dataset}", unit="clips",
+                      on_result=on_result, on_error=on_error)
+
+    summary = _summarise(dataset, root, ws, scope, clips_dir, digest, failures_path, data_cfg)
+    summary.update(skipped=len(done), processed=len(todo), seconds=round(time.perf_counter() - start, 2),
+                   clips_per_second=round(len(todo) / max(time.perf_counter() - start, 1e-9), 3))
+    atomic_write_json(prep_dir / "summary.json", summary)
+    _enrich_manifest(ws, dataset, rows, clips_dir, digest, failures_path, classes)
+    log.info("prep %s: %d/%d clips ok, %d failed, %d no-audio, %d frames without a face -> %s", dataset,
+             summary["clips_ok"], summary["clips_total"], summary["clips_failed"], summary["no_audio"],
+             summary["no_face_frames"], prep_dir)
+    return summary
+
+
+def _summarise(dataset: str, root: Path, ws: Workspace, scope: list[dict], clips_dir: Path, digest: str,
+               failures_path: Path, data_cfg: DataConfig) -> dict[str, Any]:
+    """Counts over the clips in scope, from what is on disk (so a resumed run reports the whole)."""
+    ok, no_audio, no_face_frames, no_face_clips, short, frames = 0, 0, 0, 0, 0, 0
+    for r in scope:
+        meta = clip_is_done(clips_dir / r["clip_id"], digest, r["clip_id"])
+        if meta is None:
+            continue
+        ok += 1
+        frames += meta["num_frames"]
+        no_audio += 0 if meta["has_audio"] else 1
+        no_face_frames += int(meta.get("no_face_frames", 0))
+        no_face_clips += 1 if meta.get("no_face_frames", 0) >= meta["num_frames"] else 0
+        short += 1 if meta["num_frames"] < data_cfg.num_frames else 0
+    in_scope = {r["clip_id"] for r in scope}
+    failures = [f for f in read_jsonl(failures_path) if f.get("clip_id") in in_scope]
+    by_stage: dict[str, int] = {}
+    for f in failures:
+        by_stage[f["stage"]] = by_stage.get(f["stage"], 0) + 1
+    return {
+        "dataset": dataset,
+        "root": str(root.resolve()),
+        "prep_dir": str(clips_dir.parent),
+        "config_hash": digest,
+        "clips_total": len(scope),
+        "clips_ok": ok,
+        "clips_failed": len(scope) - ok,
+        "no_face_frames": no_face_frames,
+        "no_face_clips": no_face_clips,
+        "no_audio": no_audio,
+        "short_clips": short,
+        "frames": frames,
+        "failures_by_stage": by_stage,
+        "failures": [{"clip_id": f["clip_id"], "stage": f["stage"], "error": f["error"]} for f in failures],
+    }
+
+
+def _enrich_manifest(ws: Workspace, dataset: str, rows: list[dict], clips_dir: Path, digest: str,
+                     failures_path: Path, classes: list[str]) -> None:
+    """Add num_frames, fps, has_audio, audio_seconds and prep_status to the manifest rows."""
+    from pipeline.data.manifest import write_manifest
+
+    failed = {f["clip_id"]: f["stage"] for f in read_jsonl(failures_path)}
+    for r in rows:
+        meta = clip_is_done(clips_dir / r["clip_id"], digest, r["clip_id"])
+        if meta is not None:
+            r.update(num_frames=meta["num_frames"], fps=meta["fps"], has_audio=meta["has_audio"],
+                     audio_seconds=meta["audio_seconds"], prep_status="ok")
+        else:
+            r.update(num_frames=None, fps=None, has_audio=None, audio_seconds=None,
+                     prep_status=f"failed:{failed[r['clip_id']]}" if r["clip_id"] in failed else "pending")
+    write_manifest(ws, dataset, rows, classes)
+
+
+def summary_table(summary: dict[str, Any]) -> Any:
+    """A one-screen rich Table of a prep summary (the CLI prints it), failures listed below the counts."""
+    from rich.table import Table
+
+    table = Table(title=f"mma prep {summary['dataset']}", show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for key, label in (("clips_total", "clips"), ("clips_ok", "ok"), ("clips_failed", "failed"),
+                       ("skipped", "already done (skipped)"), ("processed", "processed now"),
+                       ("no_audio", "no audio track"), ("no_face_clips", "clips without any face"),
+                       ("no_face_frames", "frames without a face"), ("short_clips", "clips < 16 frames")):
+        if key in summary:
+            style = "red" if key == "clips_failed" and summary[key] else None
+            table.add_row(label, str(summary[key]), style=style)
+    if "seconds" in summary:
+        table.add_row("seconds", f"{summary['seconds']:.1f}")
+    shown = summary.get("failures", [])[:8]
+    for f in shown:
+        table.add_row(f"[red]failed {f['clip_id']} ({f['stage']})", f["error"][-60:])
+    if len(summary.get("failures", [])) > len(shown):
+        table.add_row(f"... {len(summary['failures']) - len(shown)} more", "see failures.jsonl")
+    return table

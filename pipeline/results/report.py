@@ -1,0 +1,156 @@
+"""The 5-fold table in the paper's layout (Table 1): per fold and mean UAR/WAR, 1-clip and 2-clip.
+
+`make_report` reads `fold{1..5}/result.json` under a runs folder, writes `report.md` and
+`report.csv` there, and returns the table. A fold that is missing or has not finished is
+flagged and the mean is marked incomplete (left empty) rather than averaged over fewer folds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import MMAError
+from pipeline.core.io import atomic_write_json, atomic_write_text
+from pipeline.core.paths import Workspace
+from pipeline.data.datasets import NUM_FOLDS
+from pipeline.data.paper import PAPER_TABLE1
+
+log = logging.getLogger(__name__)
+
+METRICS = ("uar", "war", "uar_2clip", "war_2clip")
+HEADERS = {"uar": "UAR", "war": "WAR", "uar_2clip": "UAR*", "war_2clip": "WAR*"}
+
+def _find_runs_dir(dataset: str, ws: Workspace) -> Path:
+    """The runs folder holding fold dirs: <workdir>/<ds>/runs itself or its only named run."""
+    base = ws.runs_dir(dataset)
+    if any((base / f"fold{k}").is_dir() for k in range(1, NUM_FOLDS + 1)):
+        return base
+    candidates = sorted(p for p in base.glob("*") if p.is_dir() and any(p.glob("fold[1-5]")))
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise MMAError(f"{base}: no run folders with fold1..fold{NUM_FOLDS} found; pass --runs DIR")
+    names = ", ".join(p.name for p in candidates)
+    raise MMAError(f"{base}: several runs ({names}); pass --runs {base}/<name>")
+
+
+def fold_status(fold_dir: Path) -> dict[str, Any]:
+    """{'status': ok|missing|unfinished|invalid, 'result': dict|None, 'note': str}."""
+    if not fold_dir.is_dir():
+        return {"status": "missing", "result": None, "note": "no run directory"}
+    result_path = fold_dir / "result.json"
+    if not result_path.exists():
+        note = "no result.json"
+        metrics = fold_dir / "metrics.jsonl"
+        if metrics.exists():
+            from pipeline.core.io import read_jsonl
+
+            done = read_jsonl(metrics)
+            if done:
+                note = f"unfinished: {len(done)} epoch(s) logged"
+        return {"status": "unfinished", "result": None, "note": note}
+    try:
+        result = json.loads(result_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"status": "invalid", "result": None, "note": f"{result_path}: unreadable ({exc})"}
+    missing = [m for m in ("uar", "war") if not isinstance(result.get(m), (int, float))]
+    if missing:
+        return {"status": "invalid", "result": None, "note": f"{result_path}: lacks {', '.join(missing)}"}
+    return {"status": "ok", "result": result, "note": ""}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = None) -> dict[str, Any]:
+    """Gather the folds, write report.md / report.csv / report.json into the runs folder, return the table."""
+    runs = Path(runs_dir) if runs_dir is not None else _find_runs_dir(dataset, ws)
+    if not runs.is_dir():
+        raise MMAError(f"{runs}: runs folder does not exist")
+    folds: list[dict[str, Any]] = []
+    for k in range(1, NUM_FOLDS + 1):
+        st = fold_status(runs / f"fold{k}")
+        row: dict[str, Any] = {"fold": k, "status": st["status"], "note": st["note"]}
+        res = st["result"] or {}
+        for m in METRICS:
+            value = res.get(m)
+            row[m] = float(value) if isinstance(value, (int, float)) else None
+        row["epochs"] = res.get("epochs")
+        row["image_size"] = (res.get("config") or {}).get("model", {}).get("image_size", res.get("image_size"))
+        folds.append(row)
+    ok = [r for r in folds if r["status"] == "ok"]
+    complete = len(ok) == NUM_FOLDS
+    mean: dict[str, float | None] = {}
+    for m in METRICS:
+        values = [r[m] for r in ok if r[m] is not None]
+        mean[m] = sum(values) / len(values) if complete and len(values) == NUM_FOLDS else None
+    flagged = [f"fold{r['fold']}: {r['status']}" + (f" ({r['note']})" if r["note"] else "") for r in folds
+               if r["status"] != "ok"]
+    sizes = {r["image_size"] for r in ok if r["image_size"]}
+    image_size = sizes.pop() if len(sizes) == 1 else None
+    paper = PAPER_TABLE1.get(dataset, {}).get(image_size) if image_size else None
+
+    report = {
+        "dataset": dataset,
+        "runs_dir": str(runs),
+        "complete": complete,
+        "folds_ok": len(ok),
+        "mean": mean,
+        "folds": folds,
+        "flagged": flagged,
+        "image_size": image_size,
+        "paper": dict(zip(METRICS, paper)) if paper else None,
+    }
+    report["markdown"] = _markdown(report)
+    atomic_write_text(runs / "report.md", report["markdown"])
+    atomic_write_text(runs / "report.csv", _csv(report))
+    atomic_write_json(runs / "report.json", {k: v for k, v in report.items() if k != "markdown"})
+    if not complete:
+        log.warning("report for %s is incomplete (%d/%d folds): %s", dataset, len(ok), NUM_FOLDS, "; ".join(flagged))
+    return report
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    cols = [HEADERS[m] for m in METRICS]
+    lines = [
+        f"# {report['dataset']}: 5-fold results" + (f" (S={report['image_size']})" if report["image_size"] else ""),
+        "",
+        f"Runs: `{report['runs_dir']}`. UAR/WAR in %; * = mean of two uniformly sampled clips (2-clip).",
+        "",
+        "| | " + " | ".join(cols) + " | status |",
+        "|---|" + "---:|" * len(cols) + "---|",
+    ]
+    if report["complete"]:
+        lines.append("| **mean** | " + " | ".join(f"**{_fmt(report['mean'][m])}**" for m in METRICS) + " | 5/5 folds |")
+    else:
+        lines.append("| **mean** | " + " | ".join("incomplete" for _ in METRICS)
+                     + f" | INCOMPLETE: {report['folds_ok']}/{NUM_FOLDS} folds |")
+    for r in report["folds"]:
+        status = r["status"] if not r["note"] else f"{r['status']}: {r['note']}"
+        lines.append(f"| fold{r['fold']} | " + " | ".join(_fmt(r[m]) for m in METRICS) + f" | {status} |")
+    if report["paper"]:
+        lines.append("| paper (Table 1) | " + " | ".join(_fmt(report["paper"][m]) for m in METRICS) + " | published |")
+    if report["flagged"]:
+        lines += ["", "Not averaged (the mean needs all 5 folds):", ""]
+        lines += [f"- {f}" for f in report["flagged"]]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(report: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["row", *METRICS, "status", "note"])
+    writer.writerow(["mean", *["" if report["mean"][m] is None else f"{report['mean'][m]:.4f}" for m in METRICS],
+                     "complete" if report["complete"] else "incomplete", f"{report['folds_ok']}/{NUM_FOLDS} folds"])
+    for r in report["folds"]:
+        writer.writerow([f"fold{r['fold']}", *["" if r[m] is None else f"{r[m]:.4f}" for m in METRICS],
+                         r["status"], r["note"]])
+    if report["paper"]:
+        writer.writerow(["paper", *[f"{report['paper'][m]:.2f}" for m in METRICS], "published", "Table 1"])
+    return buf.getvalue()

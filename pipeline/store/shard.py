@@ -1,0 +1,245 @@
+"""`mma shard`: pack prep results into WebDataset tar shards grouped by test fold.
+
+Output under `<workdir>/<ds>/shards/`:
+  fold{k}-{NNNNNN}.tar   one sample per clip, key = clip id: `000000.jpg ...` (every face crop,
+                         frame index in the name), `fbank.npy` (raw float16 fbank), `cls` (label),
+                         `json` (the clip's meta.json plus its test fold)
+  index.json             per shard: fold, clip ids, count, bytes, sha256; the prep config hash;
+                         clips left out (failed/unprepped) with the reason
+
+The five test folds partition a dataset, so fold k trains on the other four groups and tests on
+its own. A shard closes at `data.shard_max_clips` clips or `data.shard_max_bytes` bytes.
+Shards are byte-identical for the same input (sorted members, mtime 0, fixed owner and mode,
+clips in manifest order), are written to a temp name and renamed, and index.json is rewritten
+after each shard, so an interrupted run resumes: a shard whose clips, clip contents and prep
+hash are unchanged is kept unless `force`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import DataConfig
+from pipeline.core.errors import MMAError
+from pipeline.core.io import (
+    atomic_path,
+    atomic_write_json,
+    read_json,
+    read_json_or,
+    read_jsonl,
+    sha256_file,
+    sha256_json,
+)
+from pipeline.core.paths import Workspace
+from pipeline.data.datasets import NUM_FOLDS
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "mma-shards-v1"
+TAR_BLOCK = 512
+
+
+def shard_name(fold: int, seq: int) -> str:
+    return f"fold{fold}-{seq:06d}.tar"
+
+
+def sample_key(clip_id: str) -> str:
+    """WebDataset key of a clip: its id with '.' and '/' replaced (the key ends at the first dot)."""
+    return clip_id.replace(".", "_").replace("/", "_")
+
+
+def _member_bytes(size: int) -> int:
+    return TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
+
+
+def _clip_files(clip_dir: Path) -> list[Path]:
+    frames = [p for p in (clip_dir / "frames").iterdir() if p.suffix.lower() in (".jpg", ".jpeg")]
+    return sorted(frames, key=lambda p: int(p.stem))
+
+
+def _clip_entry(clip_dir: Path, row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """What the planner needs to know about one clip: files, tar bytes, a content fingerprint."""
+    frames = _clip_files(clip_dir)
+    meta_bytes = (clip_dir / "meta.json").read_bytes()
+    sizes = [p.stat().st_size for p in frames] + [(clip_dir / "fbank.npy").stat().st_size, len(meta_bytes) + 64, 8]
+    return {
+        "clip_id": row["clip_id"],
+        "label": int(row["label"]),
+        "fold": int(row["test_fold"]),
+        "dir": clip_dir,
+        "frames": frames,
+        "bytes": sum(_member_bytes(s) for s in sizes),
+        "digest": hashlib.sha256(meta_bytes).hexdigest(),
+        "meta": meta,
+    }
+
+
+def plan_shards(clips: list[dict[str, Any]], max_clips: int, max_bytes: int) -> list[dict[str, Any]]:
+    """Group clips by test fold (manifest order kept) and cut each group at max_clips / max_bytes."""
+    if max_clips < 1:
+        raise MMAError(f"data.shard_max_clips={max_clips}: must be at least 1")
+    shards: list[dict[str, Any]] = []
+    for fold in range(1, NUM_FOLDS + 1):
+        members = [c for c in clips if c["fold"] == fold]
+        seq, current, size = 0, [], 2 * TAR_BLOCK
+        for clip in members:
+            if current and (len(current) >= max_clips or size + clip["bytes"] > max_bytes):
+                shards.append({"name": shard_name(fold, seq), "fold": fold, "members": current})
+                seq, current, size = seq + 1, [], 2 * TAR_BLOCK
+            current.append(clip)
+            size += clip["bytes"]
+        if current:
+            shards.append({"name": shard_name(fold, seq), "fold": fold, "members": current})
+    for s in shards:
+        s["clips"] = [c["clip_id"] for c in s["members"]]
+        s["clips_digest"] = sha256_json([[c["clip_id"], c["digest"], c["label"], c["fold"]] for c in s["members"]])
+    return shards
+
+
+def _sample(clip: dict[str, Any]) -> dict[str, Any]:
+    """The tar members of one clip (bytes by WebDataset extension)."""
+    meta = dict(clip["meta"], clip_id=clip["clip_id"], label=clip["label"], test_fold=clip["fold"])
+    sample: dict[str, Any] = {
+        "__key__": sample_key(clip["clip_id"]),
+        "json": json.dumps(meta, sort_keys=True).encode(),
+        "cls": str(clip["label"]).encode(),
+        "fbank.npy": (clip["dir"] / "fbank.npy").read_bytes(),
+    }
+    for i, p in enumerate(clip["frames"]):
+        sample[f"{i:06d}.jpg"] = p.read_bytes()
+    return sample
+
+
+def write_shard(path: Path, members: list[dict[str, Any]], on_clip: Any = None) -> None:
+    """Write one tar (deterministically) to a temp name and rename it to `path`."""
+    import webdataset as wds
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            writer = wds.TarWriter(fh, user="mma", group="mma", mode=0o444, mtime=0.0, encoder=False)
+            for clip in members:
+                writer.write(_sample(clip))
+                if on_clip is not None:
+                    on_clip()
+            writer.close()
+
+
+def read_index(ws: Workspace, dataset: str) -> dict[str, Any]:
+    """index.json of a dataset's shards; MMAError if absent, unreadable or unfinished."""
+    path = ws.shards_dir(dataset) / "index.json"
+    index = read_json(path, f"no shard index: run `mma shard {dataset}` first")
+    if index.get("format") != INDEX_FORMAT or not index.get("complete"):
+        raise MMAError(f"{path}: shard index is unfinished or of another format (rerun `mma shard {dataset}`)")
+    return index
+
+
+def _load_previous(path: Path) -> dict[str, dict[str, Any]]:
+    old = read_json_or(path, {})
+    if not isinstance(old, dict) or old.get("format") != INDEX_FORMAT:
+        return {}
+    return {s["name"]: {**s, "prep_hash": old.get("prep_hash")} for s in old.get("shards", [])}
+
+
+def _reusable(previous: dict[str, Any] | None, planned: dict[str, Any], prep_hash: str, shard: Path) -> bool:
+    if previous is None or previous.get("prep_hash") != prep_hash:
+        return False
+    if previous.get("clips_digest") != planned["clips_digest"] or previous.get("clips") != planned["clips"]:
+        return False
+    return shard.is_file() and shard.stat().st_size == previous.get("bytes")
+
+
+def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool = False) -> dict[str, Any]:
+    """Pack every successfully prepped clip of `dataset` into fold-grouped shards; returns the index.
+
+    The returned dict is index.json plus `written`, `kept` (shards) and `seconds`.
+    """
+    from pipeline.core.progress import progress_bar
+    from pipeline.data.manifest import read_manifest
+    from pipeline.prep.run import clip_is_done
+
+    start = time.perf_counter()
+    prep_dir = ws.prep_dir(dataset)
+    config_path = prep_dir / "prep_config.json"
+    prep_hash = read_json(config_path, f"run `mma prep {dataset}` first").get("hash")
+    if not prep_hash:
+        raise MMAError(f"{config_path}: has no prep hash; rerun `mma prep {dataset}`")
+    rows = read_manifest(ws, dataset)
+    failures = {f["clip_id"]: f"prep failed at {f.get('stage')}: {f.get('error')}"
+                for f in read_jsonl(prep_dir / "failures.jsonl")}
+
+    clips, excluded = [], []
+    for row in rows:
+        cid = row["clip_id"]
+        fold = row.get("test_fold")
+        if fold is None or not 1 <= int(fold) <= NUM_FOLDS:
+            excluded.append({"clip_id": cid, "reason": f"no valid test fold ({row.get('problem') or fold})"})
+            continue
+        meta = clip_is_done(prep_dir / "clips" / cid, prep_hash, cid)
+        if meta is None:
+            excluded.append({"clip_id": cid, "reason": failures.get(cid, "not prepped (or prep incomplete)")})
+            continue
+        clips.append(_clip_entry(prep_dir / "clips" / cid, row, meta))
+    if not clips:
+        raise MMAError(f"{prep_dir}: no prepped clip to shard ({len(excluded)} left out; see failures.jsonl)")
+
+    plan = plan_shards(clips, data_cfg.shard_max_clips, data_cfg.shard_max_bytes)
+    out = ws.shards_dir(dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+    index_path = out / "index.json"
+    previous = {} if force else _load_previous(index_path)
+    index: dict[str, Any] = {
+        "format": INDEX_FORMAT,
+        "dataset": dataset,
+        "prep_hash": prep_hash,
+        "complete": False,
+        "max_clips": data_cfg.shard_max_clips,
+        "max_bytes": data_cfg.shard_max_bytes,
+        "shards": [],
+        "folds": {},
+        "clips_total": len(rows),
+        "clips_sharded": len(clips),
+        "excluded": excluded,
+    }
+    written = kept = 0
+    todo = {s["name"] for s in plan if not _reusable(previous.get(s["name"]), s, prep_hash, out / s["name"])}
+    total = sum(len(s["members"]) for s in plan if s["name"] in todo)
+    with progress_bar(f"shard {dataset}", total, "clips") as progress:
+        task = progress.add_task(f"shard {dataset}", total=total)
+        for s in plan:
+            path = out / s["name"]
+            if s["name"] in todo:
+                write_shard(path, s["members"], on_clip=lambda: progress.advance(task))
+                written += 1
+                entry = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            else:
+                kept += 1
+                entry = {"bytes": previous[s["name"]]["bytes"], "sha256": previous[s["name"]]["sha256"]}
+            index["shards"].append({"name": s["name"], "fold": s["fold"], "count": len(s["clips"]), **entry,
+                                    "clips": s["clips"], "clips_digest": s["clips_digest"]})
+            atomic_write_json(index_path, index)
+    planned_names = {s["name"] for s in plan}
+    for old in out.glob("fold*-*.tar"):
+        if old.name not in planned_names:
+            log.info("removing %s (no longer in the shard plan)", old)
+            old.unlink()
+    for fold in range(1, NUM_FOLDS + 1):
+        names = [s["name"] for s in index["shards"] if s["fold"] == fold]
+        index["folds"][str(fold)] = {"shards": names,
+                                     "clips": sum(s["count"] for s in index["shards"] if s["fold"] == fold)}
+    index["complete"] = True
+    atomic_write_json(index_path, index)
+    seconds = time.perf_counter() - start
+    log.info("shard %s: %d clips in %d shards (%d written, %d kept), %d clip(s) left out -> %s (%.1f s)", dataset,
+             len(clips), len(plan), written, kept, len(excluded), out, seconds)
+    for e in excluded[:10]:
+        log.warning("left out %s: %s", e["clip_id"], e["reason"])
+    if len(excluded) > 10:
+        log.warning("... %d more clip(s) left out: see %s", len(excluded) - 10, index_path)
+    return {**index, "written": written, "kept": kept, "seconds": round(seconds, 2)}

@@ -1,0 +1,283 @@
+"""Streaming loader over the fold-grouped WebDataset shards (the trainer's default input).
+
+`build_loader(cfg, ws, split, ...)` returns a torch DataLoader whose batches are
+`(frames uint8 (n,T,3,S,S), fbank float32 (n,1,512,128), label int64 (n,), clip_id list[str])`.
+Split "train" reads the shards of the four other test folds, shuffled (shard order per epoch,
+deterministically from train.seed, then a sample shuffle buffer) and augmented; "test" reads
+fold cfg.fold's shards in index order, deterministic, view `view` of `num_views`.
+
+Splitting: every (rank, DataLoader worker) pair is one of world_size x num_workers "slots".
+With at least as many shards as slots, shards are dealt out (rank first, like
+webdataset's split_by_node / split_by_worker, with rank and world size passed explicitly so a
+test can simulate DDP); with fewer shards, every slot reads the shards and keeps the samples
+whose position in the index falls to it. Either way the slots see disjoint subsets whose union
+is the split: evaluation visits every test clip exactly once, without padding.
+
+A truncated or corrupt shard is reported (file, byte offset reached, samples lost) and the read
+goes on with the next shard; an undecodable sample is skipped. Both are counted
+(`dataset.report.skipped`), logged as warnings and appended to `<shards>/read_errors.jsonl`.
+JPEG decoding and augmentation run in the DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from pipeline.core.errors import MMAError
+from pipeline.core.io import append_jsonl
+from pipeline.core.paths import Workspace
+from pipeline.store.sampling import ClipSampler, clip_rng, decode_npy
+from pipeline.store.shard import read_index, sample_key
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+
+
+class ReadReport:
+    """Counts and reports what a reader had to skip (per process: each worker has its own)."""
+
+    def __init__(self, ledger: Path | None = None) -> None:
+        self.ledger = ledger
+        self.skipped = 0
+        self.events: list[dict[str, Any]] = []
+
+    def record(self, shard: str, error: str, skipped: int, offset: int | None = None, key: str | None = None) -> None:
+        self.skipped += skipped
+        event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "shard": shard, "offset": offset, "sample": key,
+                 "error": error, "skipped": skipped}
+        self.events.append(event)
+        where = f"{shard}" + (f" at byte {offset}" if offset is not None else "") + (f" (sample {key})" if key else "")
+        log.warning("shard read error in %s: %s; %d sample(s) skipped", where, error, skipped)
+        if self.ledger is not None:
+            try:
+                append_jsonl(self.ledger, event)
+            except OSError as exc:  # a read-only shard folder must not stop training
+                log.warning("cannot append to %s: %s", self.ledger, exc)
+
+
+def split_shards(index: dict[str, Any], fold: int, split: str) -> list[dict[str, Any]]:
+    """The index entries of `split` for test fold `fold` (train: the other folds), in index order."""
+    if split not in SPLITS:
+        raise MMAError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    if split == "test":
+        return [s for s in index["shards"] if int(s["fold"]) == int(fold)]
+    return [s for s in index["shards"] if int(s["fold"]) != int(fold)]
+
+
+def _complete(sample: dict[str, Any]) -> dict[str, Any]:
+    """Check a grouped tar sample has its json, fbank, label and every frame; parse the json."""
+    import json
+
+    if "json" not in sample:
+        raise ValueError("no json member")
+    meta = json.loads(sample["json"])
+    n = int(meta["num_frames"])
+    missing = [k for k in ("fbank.npy", "cls", *(f"{i:06d}.jpg" for i in range(n))) if k not in sample]
+    if missing:
+        raise ValueError(f"members missing: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    sample["meta"] = meta
+    return sample
+
+
+def _clip(sample: dict[str, Any]) -> dict[str, Any]:
+    """A completed tar sample -> the sample dict of pipeline.store.sampling {clip_id, label, meta, frames, fbank}."""
+    meta = sample["meta"]
+    n = int(meta["num_frames"])
+    return {"clip_id": str(meta.get("clip_id", sample["__key__"])), "label": int(sample["cls"]), "meta": meta,
+            "fbank": decode_npy(sample["fbank.npy"]), "frames": [sample[f"{i:06d}.jpg"] for i in range(n)]}
+
+
+class _SampleError(Exception):
+    def __init__(self, shard: str, key: str, error: str) -> None:
+        super().__init__(f"{shard}: sample {key}: {error}")
+        self.shard, self.key, self.error = shard, key, error
+
+
+def reader_slot(rank: int, world_size: int) -> tuple[int, int, int]:
+    """(this reader's slot, number of slots, DataLoader workers per rank) for rank/world_size.
+
+    Every (rank, DataLoader worker) pair is one slot: slot = rank * workers + worker.
+    """
+    info = torch.utils.data.get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * workers + worker, world_size * workers, workers
+
+
+class ShardStream(IterableDataset):
+    """One split of one fold, read from shards (see module docstring for splitting and shuffling)."""
+
+    def __init__(self, shards_dir: Path, entries: list[dict[str, Any]], sampler: ClipSampler, *, train: bool,
+                 seed: int = 1, epoch: int = 0, view: int = 0, num_views: int = 1, rank: int = 0,
+                 world_size: int = 1, shuffle_buffer: int = 256, ledger: Path | None = None) -> None:
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        self.shards_dir = Path(shards_dir)
+        self.entries = entries
+        self.sampler = sampler
+        self.train = train
+        self.seed, self.epoch = int(seed), int(epoch)
+        self.view, self.num_views = view, num_views
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_buffer = shuffle_buffer
+        self.report = ReadReport(ledger)
+        self.position: dict[str, int] = {}  # sample key -> position in the split (for sample-level splitting)
+        for s in entries:
+            for cid in s["clips"]:
+                self.position[sample_key(cid)] = len(self.position)
+
+    def __len__(self) -> int:
+        """Clips in the split over all ranks (a rank yields about len / world_size)."""
+        return len(self.position)
+
+    # ------------------------------------------------------------------ stages
+
+    def _ordered(self) -> list[dict[str, Any]]:
+        entries = list(self.entries)
+        if self.train:
+            random.Random(f"{self.seed}|shards|{self.epoch}").shuffle(entries)
+        return entries
+
+    def _read(self, entries: Iterator[dict[str, Any]], slot: int | None, slots: int) -> Iterator[dict[str, Any]]:
+        """Complete samples of each shard; a broken shard is reported and the next one read."""
+        from webdataset.handlers import reraise_exception
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
+        def mine(key: str) -> bool:
+            return slot is None or self.position.get(key, -1) % slots == slot
+
+        for entry in entries:
+            path = self.shards_dir / entry["name"]
+            seen: set[str] = set()
+            fh = None
+            error = None
+            try:
+                fh = open(path, "rb")
+                stream = tar_file_expander([{"url": str(path), "stream": fh}], handler=reraise_exception)
+                for sample in group_by_keys(stream, handler=reraise_exception):
+                    key = str(sample["__key__"])
+                    seen.add(key)
+                    if not mine(key):
+                        continue
+                    try:
+                        yield _complete(sample)
+                    except (ValueError, KeyError) as exc:
+                        self.report.record(str(path), f"incomplete sample ({exc})", 1, fh.tell(), key)
+            except Exception as exc:  # truncated / corrupt tar, unreadable file
+                first = exc.args[0] if exc.args else type(exc).__name__
+                error = f"{type(exc).__name__}: {first}"
+            offset = fh.tell() if fh is not None and not fh.closed else None
+            if fh is not None:
+                fh.close()
+            lost = [k for k in map(sample_key, entry["clips"]) if k not in seen and mine(k)]
+            if error is not None or lost:
+                size = path.stat().st_size if path.exists() else None
+                detail = error or "shard ended early"
+                if size is not None and entry.get("bytes") not in (None, size):
+                    detail += f" (file is {size} bytes, index says {entry['bytes']}: truncated or replaced)"
+                self.report.record(str(path), detail, len(lost), offset)
+
+    def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+        try:
+            clip = _clip(sample)
+            rng = clip_rng(self.seed, self.epoch, clip["clip_id"]) if self.train else None
+            frames, fbank = self.sampler(clip, train=self.train, rng=rng, view=self.view, num_views=self.num_views)
+        except Exception as exc:
+            raise _SampleError(str(sample.get("__url__", "?")), str(sample.get("__key__")),
+                               f"{type(exc).__name__}: {exc}") from exc
+        return frames, fbank, clip["label"], clip["clip_id"]
+
+    def _decode_handler(self, exc: Exception) -> bool:
+        if isinstance(exc, _SampleError):
+            self.report.record(exc.shard, f"undecodable sample ({exc.error})", 1, key=exc.key)
+        else:
+            self.report.record("?", f"undecodable sample ({type(exc).__name__}: {exc})", 1)
+        return True
+
+    # ------------------------------------------------------------------ iteration
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, str]]:
+        import webdataset as wds
+
+        slot, slots, workers = reader_slot(self.rank, self.world_size)
+        entries = self._ordered()
+        if len(entries) >= slots:  # deal shards: by rank (split_by_node), then by worker (split_by_worker)
+            mine = islice(entries, self.rank, None, self.world_size)
+            source: Any = [lambda: mine, wds.split_by_worker] if workers > 1 else [lambda: mine]
+            sample_slot = None
+        else:  # fewer shards than readers: split samples by their index position
+            source = [lambda: iter(entries)]
+            sample_slot = slot
+        stages = [*source, lambda it: self._read(it, sample_slot, slots)]
+        if self.train and self.shuffle_buffer > 1:
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64),
+                                      rng=random.Random(f"{self.seed}|samples|{self.epoch}|{slot}")))
+        stages.append(wds.map(self._decode, handler=self._decode_handler))
+        yield from wds.DataPipeline(*stages)
+
+
+def build_dataset(cfg: Any, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0, num_views: int = 1,
+                  rank: int = 0, world_size: int = 1) -> ShardStream:
+    """The ShardStream of `split` for cfg.dataset / cfg.fold (no DataLoader around it)."""
+    index = read_index(ws, cfg.dataset)
+    entries = split_shards(index, cfg.fold, split)
+    if not entries:
+        raise MMAError(f"{ws.shards_dir(cfg.dataset) / 'index.json'}: no {split} shards for fold {cfg.fold}")
+    return ShardStream(ws.shards_dir(cfg.dataset), entries, ClipSampler.from_config(cfg), train=split == "train",
+                       seed=cfg.train.seed, epoch=epoch, view=view, num_views=num_views, rank=rank,
+                       world_size=world_size, shuffle_buffer=cfg.data.shuffle_buffer,
+                       ledger=ws.shards_dir(cfg.dataset) / "read_errors.jsonl")
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                             torch.Tensor, list[str]]:
+    """Stack a list of (frames, fbank, label, clip_id) into the batch tuple (clip ids stay a list)."""
+    frames, fbanks, labels, ids = zip(*batch)
+    return torch.stack(frames), torch.stack(fbanks), torch.tensor(labels, dtype=torch.int64), list(ids)
+
+
+def loader_kwargs(num_workers: int) -> dict[str, Any]:
+    """DataLoader options shared with the cached loader: pinned memory and persistent workers on GPU."""
+    cuda = torch.cuda.is_available()
+    kw: dict[str, Any] = {"num_workers": num_workers, "pin_memory": cuda}
+    if num_workers > 0:
+        kw.update(persistent_workers=cuda, prefetch_factor=4)
+    return kw
+
+
+def build_loader(cfg: Any, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0, num_views: int = 1,
+                 rank: int = 0, world_size: int = 1, num_workers: int | None = None) -> DataLoader:
+    """DataLoader over the shards of `split` (contract: see module docstring)."""
+    dataset = build_dataset(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
+                            world_size=world_size)
+    workers = cfg.data.num_workers if num_workers is None else int(num_workers)
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, collate_fn=collate, **loader_kwargs(workers))
+
+
+def iter_clips(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Every complete clip of one shard as a sample dict {clip_id, label, meta, frames, fbank} (for the cache).
+
+    A broken shard raises MMAError naming the file (the cache records it and goes on).
+    """
+    from webdataset.handlers import reraise_exception
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    path = Path(path)
+    with open(path, "rb") as fh:
+        try:
+            stream = tar_file_expander([{"url": str(path), "stream": fh}], handler=reraise_exception)
+            for sample in group_by_keys(stream, handler=reraise_exception):
+                yield _clip(_complete(sample))
+        except Exception as exc:
+            first = exc.args[0] if exc.args else type(exc).__name__
+            raise MMAError(f"{path}: unreadable shard at byte {fh.tell()} ({type(exc).__name__}: {first})") from None
+

@@ -1,0 +1,54 @@
+"""The benchmark scripts import and run end to end on tiny inputs, so a refactor cannot break them unnoticed.
+
+The numbers they print are not checked here (speed lives in the benchmarks themselves); what is
+checked is that each script runs, prints its table and writes its JSON with the documented keys.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_step_bench_runs_on_cpu(tmp_path, capsys):
+    out = tmp_path / "train_step.json"
+    rows = _load("train_step").main(["--cpu-only", "--steps", "1", "--warmup", "0", "--json", str(out)])
+    assert {r["source"] for r in rows} == {"raw", "cache"}
+    saved = json.loads(out.read_text())
+    assert len(saved["rows"]) == 2 and saved["rows"][0]["clips_per_s"] > 0
+    assert "clips/s" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_loader_bench_runs_on_tiny_clips(tmp_path, capsys):
+    out = tmp_path / "loader.json"
+    result = _load("loader").main(["--clips", "10", "--frames", "8", "--size", "32", "--image-size", "32",
+                                   "--workers", "1", "--batch", "2", "--epochs", "1", "--rounds", "1",
+                                   "--views", "1", "--scratch", str(tmp_path / "scratch"), "--json", str(out)])
+    assert set(result["clips_per_s"]) == {"jpeg_folder", "shards", "cache"}
+    assert all(v > 0 for v in result["clips_per_s"].values())
+    assert json.loads(out.read_text())["ratios"].keys() == {"shards_vs_jpeg", "cache_vs_jpeg"}
+    assert "targets:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_prep_bench_runs_on_a_tiny_synth_set(tmp_path):
+    out = tmp_path / "prep.json"
+    result = _load("prep").main(["--clips-per-class", "1", "--classes", "2", "--seconds", "0.6", "--workers", "1",
+                                 "--crop-size", "32", "--mtcnn-clips", "1", "--json", str(out)])
+    assert result["workers"][0]["clips"] == 2
+    assert json.loads(out.read_text())["mtcnn"]["threads"] == 1

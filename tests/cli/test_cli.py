@@ -1,0 +1,80 @@
+"""The Typer CLI: help lists every stage, global options, and one-line error paths."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import cli
+
+runner = CliRunner()
+
+STAGES = ["prep", "shard", "cache", "train", "eval", "report", "predict", "sweep", "demo", "synth", "model"]
+
+
+def test_help_lists_every_stage():
+    result = runner.invoke(cli.app, ["--help"])
+    assert result.exit_code == 0, result.output
+    for stage in STAGES:
+        assert f" {stage} " in result.output, stage
+
+
+def test_model_group_lists_its_commands():
+    result = runner.invoke(cli.app, ["model", "--help"])
+    assert result.exit_code == 0
+    assert "summary" in result.output and "import-official" in result.output
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "model"])
+def test_each_stage_has_help(stage):
+    result = runner.invoke(cli.app, [stage, "--help"])
+    assert result.exit_code == 0, result.output
+
+
+def test_global_options_are_documented():
+    result = runner.invoke(cli.app, ["--help"])
+    for option in ("--workdir", "--log-level", "--seed", "MMA_WORKDIR"):
+        assert option in result.output
+
+
+def test_bad_log_level_is_a_one_line_error():
+    result = runner.invoke(cli.app, ["--log-level", "LOUD", "report", "synth"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: --log-level 'LOUD'")
+
+
+def test_fold_out_of_range_is_rejected():
+    result = runner.invoke(cli.app, ["train", "synth", "--fold", "9"])
+    assert result.exit_code != 0
+    assert "--fold" in result.output
+
+
+def test_bad_config_value_is_a_one_line_error(tmp_path):
+    result = runner.invoke(
+        cli.app, ["--workdir", str(tmp_path), "train", "synth", "--fold", "1", "--fusion", "sum"]
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model.fusion='sum' is not one of")
+
+
+def test_missing_config_file_names_it(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    result = runner.invoke(cli.app, ["train", "synth", "--fold", "1", "--config", str(missing)])
+    assert result.exit_code == 2
+    assert str(missing) in result.output and result.output.startswith("error:")
+
+
+def test_workdir_from_environment(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_report(dataset, ws, runs_dir=None):
+        seen["workdir"] = ws.workdir
+        return {"markdown": "| fold | UAR |"}
+
+    import pipeline.results.report
+
+    monkeypatch.setattr(pipeline.results.report, "make_report", fake_report)
+    result = runner.invoke(cli.app, ["report", "synth"], env={"MMA_WORKDIR": str(tmp_path / "w")})
+    assert result.exit_code == 0, result.output
+    assert seen["workdir"] == tmp_path / "w"

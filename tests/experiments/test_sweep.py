@@ -1,0 +1,266 @@
+"""`mma sweep`: SLURM array submission (faked scheduler binaries), status, requeue, local end to end, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import cli
+from pipeline.core.config import tiny
+from pipeline.core.errors import MMAError
+from pipeline.core.io import atomic_write_json
+from pipeline.core.paths import Workspace
+from pipeline.experiments.sweep import (
+    TrainJob,
+    job_kwargs,
+    resolve_sweep_config,
+    slurm_parameters,
+    sweep_command,
+    sweep_report,
+    sweep_status,
+)
+
+runner = CliRunner()
+
+
+def _fake_slurm(bin_dir: Path, job_id: int = 4242, sacct: str = "") -> Path:
+    """`srun`, `sbatch` (records its argument, answers like SLURM) and `sacct` (prints `sacct`) on PATH."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    record = bin_dir / "sbatch_calls.txt"
+    scripts = {
+        "srun": "#!/bin/sh\nexit 0\n",
+        "sbatch": f'#!/bin/sh\necho "$@" >> "{record}"\necho "Submitted batch job {job_id}"\n',
+        "sacct": f"#!/bin/sh\ncat <<'EOF'\n{sacct}EOF\n",
+    }
+    for name, text in scripts.items():
+        path = bin_dir / name
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return record
+
+
+@pytest.fixture
+def slurm_env(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    sacct = "JobID|State|NodeList\n4242_0|RUNNING|node1\n4242_1|PENDING|None\n"
+    record = _fake_slurm(bin_dir, sacct=sacct)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return record
+
+
+def _tiny_synth_base():
+    base = tiny()
+    base.dataset = "synth"
+    return base
+
+
+def test_slurm_submission_is_one_array_with_the_requested_resources(tmp_path, slurm_env):
+    import submitit
+
+    ws = Workspace(tmp_path / "work", tmp_path / "manifests")
+    cfg_file = tmp_path / "sweep.yaml"
+    cfg_file.write_text("train:\n  epochs: 3\nsweep:\n  partition: gpu-long\n  mem_gb: 48\n  setup: ['module load cuda']\n")
+    base, section = resolve_sweep_config("tiny", cfg_file, ["model.latent_dim=16"], {"dataset": "synth"})
+    assert base.train.epochs == 3 and base.model.latent_dim == 16 and section["partition"] == "gpu-long"
+
+    out = sweep_command(target=["fusion"], list_presets=False, dataset="synth", folds="1", executor="slurm",
+                        base_config=base, preset_name="tiny", workspace=ws, rows="add,bottleneck",
+                        slurm={"gpus": 2, "time_min": 90, "array_parallelism": 1, "cpus": None},
+                        sweep_section=section)
+    assert "submitted 2 SLURM array task(s)" in out["text"]
+    sweep = ws.sweeps_dir("synth") / "fusion-tiny"
+    scripts = list((sweep / "logs").rglob("*_submission.sh"))
+    assert len(scripts) == 1, scripts
+    text = scripts[0].read_text()
+    for line in ("#SBATCH --array=0-1%1", "#SBATCH --partition=gpu-long", "#SBATCH --gpus-per-node=2",
+                 "#SBATCH --time=90", "#SBATCH --mem=48GB", "#SBATCH --cpus-per-task=8", "#SBATCH --signal=USR2@120",
+                 "#SBATCH --job-name=mma-fusion-tiny", "module load cuda", "submitit.core._submit"):
+        assert line in text, line
+    assert len(slurm_env.read_text().splitlines()) == 1  # one sbatch call for the whole array
+
+    state = json.loads((sweep / "jobs.json").read_text())
+    entries = state["jobs"]
+    assert sorted(entries) == ["fusion-add-tiny/fold1", "fusion-bottleneck-tiny/fold1"]
+    assert {e["job_id"] for e in entries.values()} == {"4242_0", "4242_1"}
+    # each array task's pickle calls TrainJob with its own config; checkpoint() requeues with resume=True
+    for key, entry in entries.items():
+        paths = submitit.core.utils.JobPaths(entry["folder"], job_id=entry["job_id"])
+        delayed = submitit.core.utils.DelayedSubmission.load(paths.submitted_pickle)
+        assert isinstance(delayed.function, TrainJob)
+        assert delayed.kwargs["config"]["model"]["fusion"] == entry["row"]
+        assert delayed.kwargs["config"]["train"]["epochs"] == 3 and delayed.kwargs["resume"] is False
+        assert delayed.kwargs["run_dir"] == entry["run_dir"]
+        requeued = delayed._checkpoint_function()
+        assert isinstance(requeued.function, TrainJob) and requeued.kwargs["resume"] is True
+        assert requeued.kwargs["config"] == delayed.kwargs["config"]
+        assert entry["log"].endswith(f"{entry['job_id']}_0_log.out")
+
+    # status through (fake) sacct; then task 0 finishes and task 1 fails
+    states = {r["job"]: r["state"] for r in sweep_status(ws, "synth", "fusion-tiny")}
+    assert states == {"fusion-add-tiny/fold1": "running", "fusion-bottleneck-tiny/fold1": "queued"}
+
+    # re-submission while they are queued/running submits nothing
+    again = sweep_command(target=["fusion"], list_presets=False, dataset="synth", folds="1", executor="slurm",
+                          base_config=base, preset_name="tiny", workspace=ws, rows="add,bottleneck", slurm={})
+    assert "2 queued/running" in again["text"] and len(slurm_env.read_text().splitlines()) == 1
+
+
+def test_status_maps_finished_failed_and_missing_jobs(tmp_path, slurm_env):
+    import submitit
+
+    ws = Workspace(tmp_path / "work", tmp_path / "manifests")
+    sweep_command(target=["modality"], list_presets=False, dataset="synth", folds="1", executor="slurm",
+                  base_config=_tiny_synth_base(), preset_name="tiny", workspace=ws, rows="audio,vision", slurm={})
+    state = json.loads((ws.sweeps_dir("synth") / "modality-tiny" / "jobs.json").read_text())
+    audio, vision = state["jobs"]["modality-audio-tiny/fold1"], state["jobs"]["modality-vision-tiny/fold1"]
+    atomic_write_json(Path(audio["run_dir"]) / "result.json", {"uar": 61.0, "war": 70.0})
+    err = submitit.core.utils.JobPaths(vision["folder"], job_id=vision["job_id"]).result_pickle
+    submitit.core.utils.cloudpickle_dump(("error", "Traceback...\nMMAError: fold 1: no clips"), err)
+    result = runner.invoke(cli.app, ["--workdir", str(ws.workdir), "sweep", "status", "modality", "--dataset", "synth",
+                                     "--preset", "tiny"])
+    assert result.exit_code == 0, result.output
+    rows = {r["job"]: r for r in sweep_status(ws, "synth", "modality-tiny")}
+    assert rows["modality-audio-tiny/fold1"]["state"] == "done"
+    assert rows["modality-vision-tiny/fold1"]["state"] == "failed"
+    assert "no clips" in rows["modality-vision-tiny/fold1"]["note"]
+    assert "1 done, 1 failed" in result.output and vision["log"] in result.output
+
+
+def test_slurm_parameters_precedence_and_errors(tmp_path):
+    p = slurm_parameters({"gpus": 4, "partition": None}, {"partition": "a100", "gpus": 2, "time_min": "30"})
+    assert p["gpus"] == 4 and p["partition"] == "a100" and p["time_min"] == 30 and p["cpus"] == 8
+    with pytest.raises(MMAError, match="sweep.mem_gb"):
+        slurm_parameters({"mem_gb": "lots"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweep:\n  partitoin: gpu\n")
+    with pytest.raises(MMAError, match="sweep.partitoin"):
+        resolve_sweep_config("tiny", bad, None)
+
+
+def test_slurm_executor_without_slurm_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun
+    result = runner.invoke(cli.app, ["--workdir", str(tmp_path / "w"), "sweep", "fusion", "--dataset", "synth",
+                                     "--preset", "tiny", "--executor", "slurm"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: --executor slurm: no SLURM")
+
+
+def test_cli_list_and_dry_run(tmp_path):
+    result = runner.invoke(cli.app, ["sweep", "--list"])
+    assert result.exit_code == 0
+    for name in ("table1", "temporal", "fusion", "components", "modality", "latent", "prompts"):
+        assert name in result.output
+    result = runner.invoke(cli.app, ["--workdir", str(tmp_path), "sweep", "table1", "--dataset", "dfew", "--dry-run",
+                                     "--executor", "slurm", "--folds", "1,2"])
+    assert result.exit_code == 0, result.output
+    assert "6 job(s): 6 to run" in result.output and "table1-s224/fold2" in result.output
+    assert not (tmp_path / "dfew" / "sweeps").exists()
+
+
+def test_report_flags_missing_folds_and_writes_files(tmp_path):
+    ws = Workspace(tmp_path / "work", tmp_path / "manifests")
+    for k, (uar, war) in {1: (60.0, 70.0), 2: (62.0, 72.0)}.items():
+        atomic_write_json(ws.run_dir("dfew", "latent-d64", k) / "result.json",
+                          {"uar": uar, "war": war, "uar_2clip": uar + 1, "war_2clip": war + 1})
+    unfinished = ws.run_dir("dfew", "latent-d128", 1)
+    unfinished.mkdir(parents=True)
+    (unfinished / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    report = sweep_report(ws, "dfew", "latent")
+    d64, d128, d256 = report["rows"][:3]
+    assert d64["label"] == "64" and d64["folds"] == [1, 2] and d64["mean"]["uar"] == 61.0
+    assert d64["paper"]["uar"] == 64.57 and not d64["missing"]
+    assert d128["missing"] == ["fold1 unfinished"] and d128["mean"]["uar"] is None
+    assert not d256["ran"] and not report["complete"]
+    md = (ws.sweeps_dir("dfew") / "latent" / "report.md").read_text()
+    assert "| 64 | 2/2 | 61.00 | 71.00 | 62.00 | 72.00 | 64.57 | 77.44 | -3.57 | -6.44 | 5.90 | ok |" in md
+    assert "| 128 | 0/1 |" in md and "MISSING: fold1 unfinished" in md
+    assert "| 256 | 0/1 |" in md and md.count("not run |") == 2
+    csv_text = (ws.sweeps_dir("dfew") / "latent" / "report.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("row,label,folds") and len(csv_text.splitlines()) == 5
+    png = ws.sweeps_dir("dfew") / "latent" / "report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_job_kwargs_are_plain_data(tmp_path):
+    from pipeline.experiments.presets import expand, get_experiment
+
+    ws = Workspace(tmp_path / "w", tmp_path / "m")
+    job = expand(get_experiment("fusion"), _tiny_synth_base(), ws, preset_name="tiny")[0]
+    kw = job_kwargs(job, ws)
+    json.dumps(kw)
+    assert Path(kw["run_dir"]).is_absolute() and kw["config"]["name"] == "fusion-none-tiny"
+
+
+# --------------------------------------------------------------------------- real local runs (tiny model)
+
+
+def _sweep_base(tiny_config, epochs: int):
+    base = tiny_config
+    base.train.epochs = epochs
+    base.train.source = "shards"
+    base.train.eval_two_clip = False
+    return base
+
+
+def test_local_sweep_runs_two_jobs_then_skips_them(sharded, workspace, tiny_config):
+    base = _sweep_base(tiny_config, epochs=1)
+    kwargs = dict(target=["fusion"], list_presets=False, dataset="synth", folds="1", executor="local",
+                  base_config=base, preset_name="tiny", workspace=workspace, rows="none,bottleneck", slurm={})
+    out = sweep_command(**kwargs)
+    assert out["failed"] == 0, out["text"]
+    sweep = workspace.sweeps_dir("synth") / "fusion-tiny"
+    state = json.loads((sweep / "jobs.json").read_text())
+    ids = {k: e["job_id"] for k, e in state["jobs"].items()}
+    assert sorted(ids) == ["fusion-bottleneck-tiny/fold1", "fusion-none-tiny/fold1"]
+    for key in ids:
+        name = key.split("/")[0]
+        result = json.loads((workspace.run_dir("synth", name, 1) / "result.json").read_text())
+        assert result["name"] == name and result["epochs"] == 1
+        saved = json.loads((workspace.run_dir("synth", name, 1) / "config.json").read_text())
+        assert saved["model"]["fusion"] == name.split("-")[1]
+    assert all(r["state"] == "done" for r in sweep_status(workspace, "synth", "fusion-tiny"))
+    assert "| Fusion Bottleneck (ours) | 1/1 |" in out["text"] and (sweep / "report.png").exists()
+
+    again = sweep_command(**kwargs)  # re-submission: both finished, nothing runs
+    assert "0 to run, 2 done" in again["text"]
+    state2 = json.loads((sweep / "jobs.json").read_text())
+    assert {k: e["job_id"] for k, e in state2["jobs"].items()} == ids
+
+    changed = _sweep_base(tiny_config, epochs=2)  # a finished run with another config is not silently reused
+    with pytest.raises(MMAError, match="different config.*train.epochs"):
+        sweep_command(**{**kwargs, "base_config": changed})
+
+
+def test_preempted_local_job_requeues_and_resumes_from_last_pt(sharded, workspace, tiny_config, tmp_path):
+    """SIGUSR2 (SLURM's preemption signal) mid-training: submitit calls checkpoint(), requeues, last.pt resumes."""
+    import time
+
+    import psutil
+
+    from pipeline.core.io import read_jsonl
+    from pipeline.experiments.presets import expand, get_experiment
+    from pipeline.experiments.sweep import local_executor, slurm_parameters
+
+    base = _sweep_base(tiny_config, epochs=3)
+    job = expand(get_experiment("fusion"), base, workspace, folds=[1], preset_name="tiny")[3]  # ADD row
+    ex = local_executor(tmp_path / "logs" / "%j", slurm_parameters({"time_min": 10}), None)
+    handle = ex.submit(TrainJob(), **job_kwargs(job, workspace))
+    last = job.run_dir / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and not handle.done():
+        time.sleep(0.05)
+    assert last.exists(), handle.stdout()
+    (task,) = psutil.Process(int(handle.job_id)).children()
+    task.send_signal(__import__("signal").SIGUSR2)
+    while not handle.done() and time.time() < deadline:
+        time.sleep(0.2)
+    result = handle.result()
+    assert result["epochs"] == 3
+    logs = handle.stdout() or ""
+    assert "preempted" in logs and "resuming" in logs, logs[-3000:]
+    assert [r["epoch"] for r in read_jsonl(job.run_dir / "metrics.jsonl")] == [1, 2, 3]
