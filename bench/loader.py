@@ -64,7 +64,7 @@ def make_clips(scratch: Path, n: int, frames: int, size: int, seed: int = 0) -> 
     from pipeline.core.paths import Workspace
     from pipeline.data.manifest import write_manifest
     from pipeline.prep.audio import clip_fbank
-    from pipeline.prep.run import prep_settings, settings_hash
+    from pipeline.prep.clip import prep_settings, settings_hash
 
     rng = np.random.default_rng(seed)
     ws = Workspace(scratch / "work", scratch / "manifests")

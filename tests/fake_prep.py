@@ -14,7 +14,7 @@ from pipeline.core.config import DataConfig
 from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import Workspace
 from pipeline.data.manifest import write_manifest
-from pipeline.prep.run import _write_clip_dir, prep_settings, settings_hash
+from pipeline.prep.clip import _write_clip_dir, prep_settings, settings_hash
 
 CLASSES = ["happiness", "sadness", "neutral"]
 

@@ -1,11 +1,6 @@
-"""`mma prep`: manifest, then per clip face crops + whole-clip kaldi fbank, on Dask, resumable.
+"""`mma prep`: the manifest, then every clip through `pipeline.prep.clip.process_video` on Dask.
 
-Output per clip, `<workdir>/<ds>/prep/clips/<clip_id>/` (appears atomically: temp dir + rename):
-  frames/000000.jpg ...  square RGB face crops (data.crop_size), every decoded frame, native rate
-  fbank.npy              float16 (n, 128) raw kaldi fbank of the whole clip (0 rows: no audio)
-  meta.json              clip_id, label, num_frames, fps, has_audio, sample_rate, audio_seconds,
-                         faces_found (per frame), confidence, boxes, warnings, config_hash, ...
-Beside them: `prep_config.json` (the settings and their `hash`), `failures.jsonl` (clip_id,
+Per clip, `<workdir>/<ds>/prep/clips/<clip_id>/` (see `pipeline.prep.clip`). Beside them: `prep_config.json` (the settings and their `hash`), `failures.jsonl` (clip_id,
 stage, error), `summary.json`. A rerun skips clips whose directory validates against the
 current settings; `force` redoes them. `process_video` is the one per-clip function: the same
 code runs in-process ("serial"), on a LocalCluster, or on SLURM (pipeline.prep.cluster).
@@ -21,193 +16,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from pipeline.core.config import DataConfig, to_dict
 from pipeline.core.errors import MMAError
 from pipeline.core.io import (
     append_jsonl,
-    atomic_dir,
     atomic_write_json,
     atomic_write_text,
     read_json_or,
     read_jsonl,
-    sha256_json,
 )
 from pipeline.core.paths import Workspace
+from pipeline.prep.clip import check_prep_settings, clip_is_done, prep_settings, process_video, settings_hash
 from pipeline.prep.video import ClipError
 
 log = logging.getLogger(__name__)
-
-PREP_VERSION = 1
-# DataConfig fields that change what prep writes (the rest only matter at load time).
-PREP_FIELDS = ("faces", "face_select", "crop_size", "jpeg_quality", "audio_rate")
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def prep_settings(data_cfg: DataConfig) -> dict[str, Any]:
-    """The settings that determine prep's output, plus the output format version."""
-    values = to_dict(data_cfg)
-    return {"version": PREP_VERSION, **{k: values[k] for k in PREP_FIELDS}}
-
-
-def settings_hash(data_cfg: DataConfig) -> str:
-    return sha256_json(prep_settings(data_cfg))[:16]
-
-
-def _check_settings(data_cfg: DataConfig) -> None:
-    data_cfg.validate()
-    if not 16 <= data_cfg.crop_size <= 1024:
-        raise MMAError(f"data.crop_size={data_cfg.crop_size} is outside 16..1024")
-
-
-# --------------------------------------------------------------------------- one clip
-
-
-def frame_name(index: int) -> str:
-    """File name of frame `index` in a clip's frames/ folder."""
-    return f"{index:06d}.jpg"
-
-
-def process_video(
-    video: str | Path | None,
-    out_dir: str | Path,
-    data_cfg: DataConfig,
-    *,
-    clip_id: str,
-    label: int = -1,
-    device: str | None = None,
-    frames_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Turn one raw video into a prep clip directory at `out_dir` (written atomically); returns meta.
-
-    `frames_dir` (with data.faces="official") supplies pre-cropped face frames (DFEW's
-    clip_224x224); the video then only provides audio and fps. Raises ClipError(stage, msg).
-    """
-    from pipeline.prep.audio import clip_fbank
-    from pipeline.prep.faces import (
-        crop_frames,
-        detect_faces,
-        resize_face_frames,
-        select_faces,
-    )
-    from pipeline.prep.video import DEFAULT_FPS, DecodedClip, decode_clip, read_frame_folder
-
-    start = time.perf_counter()
-    official = data_cfg.faces == "official"
-    warnings: list[str] = []
-    if official:
-        if frames_dir is None:
-            raise ClipError("frames", f"clip {clip_id}: --faces official needs the dataset's face frames folder")
-        faces = resize_face_frames(read_frame_folder(frames_dir), data_cfg.crop_size)
-        if video is not None and Path(video).is_file():
-            decoded = decode_clip(video, video=False)
-        else:
-            decoded = DecodedClip(np.zeros((0, 0, 0, 3), np.uint8), DEFAULT_FPS, None, None,
-                                  [f"video missing ({video}): no audio, fps assumed {DEFAULT_FPS:g}"])
-        height, width = faces.shape[1:3]
-        track_info: dict[str, Any] = {"face_source": "official", "faces_found": [1] * len(faces),
-                                      "no_face_frames": 0, "confidence": None, "boxes": None}
-    else:
-        if video is None:
-            raise ClipError("open", f"clip {clip_id}: no video file given")
-        decoded = decode_clip(video)
-        height, width = decoded.frames.shape[1:3]
-        try:
-            det = detect_faces(decoded.frames, device=device)
-            track = select_faces(det, height, width, data_cfg.face_select)
-            faces = crop_frames(decoded.frames, track.boxes, data_cfg.crop_size)
-        except ClipError:
-            raise
-        except Exception as exc:  # a bug or a broken device: recorded per clip, run goes on
-            raise ClipError("faces", f"{video}: face detection failed ({type(exc).__name__}: {exc})") from None
-        warnings += track.warnings
-        track_info = {
-            "face_source": f"mtcnn-{data_cfg.face_select}",
-            "faces_found": det.faces_per_frame,
-            "no_face_frames": int((~track.detected).sum()),
-            "confidence": [None if c is None else round(c, 4) for c in track.confidence],
-            "boxes": np.round(track.boxes, 1).tolist(),
-        }
-    warnings += decoded.warnings
-    try:
-        fbank, audio_info = clip_fbank(decoded.audio, decoded.sample_rate, data_cfg.audio_rate)
-    except Exception as exc:
-        raise ClipError("audio", f"{video}: fbank failed ({type(exc).__name__}: {exc})") from None
-    if audio_info["has_audio"] and fbank.shape[0] == 0:
-        warnings.append(f"audio track too short for one fbank frame ({audio_info['audio_seconds']} s): treated as no audio")
-        audio_info["has_audio"] = False
-    if len(faces) < data_cfg.num_frames:
-        warnings.append(f"only {len(faces)} frames (< {data_cfg.num_frames}): the loader repeats the last one")
-    meta = {
-        "clip_id": str(clip_id),
-        "label": int(label),
-        "num_frames": int(len(faces)),
-        "fps": round(float(decoded.fps), 4),
-        "duration": round(len(faces) / decoded.fps, 4) if decoded.fps else None,
-        "source_size": [int(width), int(height)],
-        "crop_size": int(data_cfg.crop_size),
-        **audio_info,
-        "fbank_frames": int(fbank.shape[0]),
-        **track_info,
-        "warnings": warnings,
-        "video": str(video) if video is not None else None,
-        "config_hash": settings_hash(data_cfg),
-        "prep_seconds": None,
-    }
-    _write_clip_dir(Path(out_dir), faces, fbank, meta, data_cfg.jpeg_quality, start)
-    return meta
-
-
-def _write_clip_dir(out_dir: Path, faces: np.ndarray, fbank: np.ndarray, meta: dict, quality: int, start: float) -> None:
-    from PIL import Image
-
-    try:
-        with atomic_dir(out_dir, overwrite=True) as tmp:
-            frames = tmp / "frames"
-            frames.mkdir()
-            for i, face in enumerate(faces):
-                Image.fromarray(face).save(frames / frame_name(i), quality=int(quality))
-            np.save(tmp / "fbank.npy", fbank.astype(np.float16))
-            meta["prep_seconds"] = round(time.perf_counter() - start, 3)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    except OSError as exc:
-        raise ClipError("write", f"{out_dir}: cannot write clip ({exc})") from None
-
-
-def load_meta(clip_dir: str | Path) -> dict[str, Any] | None:
-    """meta.json of a clip directory, or None if absent/unreadable."""
-    return read_json_or(Path(clip_dir) / "meta.json", None)
-
-
-def clip_is_done(clip_dir: str | Path, config_hash: str, clip_id: str | None = None) -> dict[str, Any] | None:
-    """The clip's meta if its directory is complete and made with these settings, else None.
-
-    Checks meta.json, the config hash, every frame file and the fbank header (not just existence
-    of the folder).
-    """
-    clip_dir = Path(clip_dir)
-    meta = load_meta(clip_dir)
-    if not meta or meta.get("config_hash") != config_hash:
-        return None
-    if clip_id is not None and meta.get("clip_id") != clip_id:
-        return None
-    n = int(meta.get("num_frames", 0))
-    frames = clip_dir / "frames"
-    if n <= 0 or not all((frames / frame_name(i)).is_file() for i in (0, n - 1)):
-        return None
-    if sum(1 for _ in frames.iterdir()) != n:
-        return None
-    try:
-        fbank = np.load(clip_dir / "fbank.npy", mmap_mode="r")
-    except (OSError, ValueError):
-        return None
-    if fbank.ndim != 2 or fbank.shape[0] != meta.get("fbank_frames") or fbank.dtype != np.float16:
-        return None
-    return meta
-
 
 # --------------------------------------------------------------------------- the task Dask runs
 
@@ -291,7 +114,7 @@ def run_prep(
     from pipeline.data.manifest import build_manifest
     from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 
-    _check_settings(data_cfg)
+    check_prep_settings(data_cfg)
     root = Path(root)
     start = time.perf_counter()
     rows, classes = build_manifest(dataset, root, ws, check_frames=data_cfg.faces == "official")

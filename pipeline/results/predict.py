@@ -1,6 +1,6 @@
 """`mma predict`: emotion distribution of a user's own video files, from a trained checkpoint.
 
-Each video goes through prep's per-clip function (`pipeline.prep.run.process_video`: decode, face
+Each video goes through prep's per-clip function (`pipeline.prep.clip.process_video`: decode, face
 crops, fbank) into a temporary clip directory, then the test-time input of the loader
 (`pipeline.store.sampling.make_test_input`) and the model. With `window` seconds the clip is also
 cut into consecutive windows (frames and fbank rows of each time span, written as clip
@@ -121,7 +121,7 @@ def _top(probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
 def predict_video(net: torch.nn.Module, cfg: RunConfig, classes: Sequence[str], video: str | Path, *,
                   window: float | None = None, device: str | None = None) -> dict[str, Any]:
     """Prediction for one video: top emotion, distribution, warnings, and per-window results."""
-    from pipeline.prep.run import process_video
+    from pipeline.prep.clip import process_video
 
     video = Path(video)
     if not video.is_file():

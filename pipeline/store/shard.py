@@ -160,7 +160,7 @@ def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool 
     """
     from pipeline.core.progress import progress_bar
     from pipeline.data.manifest import read_manifest
-    from pipeline.prep.run import clip_is_done
+    from pipeline.prep.clip import clip_is_done
 
     start = time.perf_counter()
     prep_dir = ws.prep_dir(dataset)
