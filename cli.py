@@ -64,8 +64,6 @@ def delegates(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
-        except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
 
     return wrapper
 
@@ -94,6 +92,10 @@ ModalityOpt = Annotated[Optional[str], typer.Option("--modality", help="both | v
 VisionCkptOpt = Annotated[Optional[Path], typer.Option("--vision-ckpt", help="MAE-Face checkpoint ({'model': ...}).")]
 AudioCkptOpt = Annotated[Optional[Path], typer.Option("--audio-ckpt", help="AudioMAE checkpoint ({'model': ...}).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished work instead of skipping it.")]
+AllowPartialOpt = Annotated[bool, typer.Option(
+    "--allow-partial", help="Write/average a result although some test clips could not be read (marked partial).")]
+MixedOpt = Annotated[bool, typer.Option(
+    "--mixed", help="Average folds whose data or model provenance (or training source) differ.")]
 
 
 def _run_config(
@@ -213,12 +215,14 @@ def prep(
     slurm_walltime: Annotated[str, typer.Option("--slurm-walltime")] = "02:00:00",
     slurm_memory: Annotated[str, typer.Option("--slurm-memory")] = "16GB",
     slurm_gpus: Annotated[int, typer.Option("--slurm-gpus", help="GPUs per SLURM job.")] = 0,
+    max_failed: Annotated[str, typer.Option(
+        "--max-failed", help="Exit 1 when more than this share of the clips failed (1% or 0.01).")] = "1%",
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Manifests, face crops and log-mel spectrograms for every clip (Dask, resumable)."""
-    from pipeline.prep.run import run_prep
+    from pipeline.prep.run import parse_max_failed, run_prep
     cfg = _run_config(
         ctx,
         "paper",
@@ -244,6 +248,7 @@ def prep(
         force=force,
         device=device,
         slurm={"queue": slurm_queue, "walltime": slurm_walltime, "memory": slurm_memory, "gpus": slurm_gpus},
+        max_failed=parse_max_failed(max_failed),
     )
     from rich.console import Console
 
@@ -252,7 +257,9 @@ def prep(
     Console().print(summary_table(summary))
     if summary.get("clips_failed"):
         typer.echo(f"{summary['clips_failed']} clip(s) failed: see {Path(summary['prep_dir']) / 'failures.jsonl'}", err=True)
-    if summary.get("clips_ok", 1) == 0 and summary.get("clips_total", 0) > 0:
+    if summary.get("too_many_failed"):
+        typer.echo(f"error: {summary['clips_failed']} of {summary['clips_total']} clips failed "
+                   f"({100 * summary['failed_fraction']:.1f}% > --max-failed {100 * summary['max_failed']:g}%)", err=True)
         raise typer.Exit(1)
 
 
@@ -312,7 +319,10 @@ def cache(
     summary = run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force, cluster=cluster)
     _print_json(summary)
     if not summary.get("complete", True):
-        typer.echo("cache unfinished: some shards failed (see the log); rerun to retry them", err=True)
+        failed = summary.get("failed_shards") or []
+        names = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        typer.echo(f"error: cache unfinished: {len(failed)} shard(s) failed ({names or 'see the log'}); "
+                   "rerun `mma cache` to retry them", err=True)
         raise typer.Exit(1)
 
 
@@ -348,6 +358,7 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the preset's).")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Default <workdir>/<dataset>/runs/<name>/fold<k>.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from last.pt in the run directory.")] = False,
+    allow_partial: AllowPartialOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Train one fold (stage 2) from shards or the cache, then evaluate it."""
@@ -373,7 +384,8 @@ def train(
         },
     )
     from pipeline.engine.train import train_fold
-    result = train_fold(cfg, _state(ctx).workspace, run_dir=run_dir, resume=resume, force=force)
+    result = train_fold(cfg, _state(ctx).workspace, run_dir=run_dir, resume=resume, force=force,
+                        allow_partial=allow_partial)
     _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
 
 
@@ -393,6 +405,7 @@ def eval_(
     vision_ckpt: VisionCkptOpt = None,
     audio_ckpt: AudioCkptOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for predictions and metrics.")] = None,
+    allow_partial: AllowPartialOpt = False,
 ) -> None:
     """Evaluate a checkpoint on a fold's test clips: UAR/WAR (1- and 2-clip), confusion matrix."""
     cfg = _run_config(
@@ -407,7 +420,8 @@ def eval_(
         **{"model.image_size": image_size, "train.source": source},
     )
     from pipeline.engine.evaluate import evaluate_checkpoint as evaluate
-    result = evaluate(cfg, _state(ctx).workspace, checkpoint, official=official, out_dir=out)
+    result = evaluate(cfg, _state(ctx).workspace, checkpoint, official=official, out_dir=out,
+                      allow_partial=allow_partial)
     _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
 
 
@@ -417,11 +431,18 @@ def report(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
     runs: Annotated[Optional[Path], typer.Option("--runs", help="Folder holding fold1..fold5 run dirs.")] = None,
+    allow_partial: AllowPartialOpt = False,
+    mixed: MixedOpt = False,
 ) -> None:
     """Average the 5 folds into the paper's table (markdown + csv); flags missing folds."""
     from pipeline.results.report import make_report
-    table = make_report(dataset, _state(ctx).workspace, runs_dir=runs)
+
+    table = make_report(dataset, _state(ctx).workspace, runs_dir=runs, allow_partial=allow_partial, mixed=mixed)
     typer.echo(table["markdown"])
+    if table["refused"]:
+        for reason in table["refused"]:
+            typer.echo(f"error: {reason}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -463,7 +484,7 @@ def sweep(
     folds: Annotated[Optional[str], typer.Option("--folds", help="Comma-separated folds (default: the preset's).")] = None,
     rows: Annotated[Optional[str], typer.Option("--rows", help="Only these rows of the preset (comma-separated keys).")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local | slurm.")] = "local",
-    preset_name: PresetOpt = "paper",
+    preset_name: Annotated[Optional[str], typer.Option("--preset", help="Model/training preset: paper | tiny [paper].")] = None,
     config: Annotated[
         Optional[Path], typer.Option("--config", help="YAML/JSON config (model/data/train, and sweep: SLURM options).")
     ] = None,
@@ -478,25 +499,55 @@ def sweep(
         Optional[int], typer.Option("--array-parallelism", help="Array tasks running at once [16].")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain finished jobs too.")] = False,
+    allow_partial: AllowPartialOpt = False,
+    mixed: MixedOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Expand and print jobs; submit nothing.")] = False,
 ) -> None:
     """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
-    from pipeline.experiments.sweep import sweep_command as run_sweep_cli
-    from pipeline.experiments.sweep import resolve_sweep_config
+    from pipeline.experiments import sweep as sweeps
 
+    ws = _state(ctx).workspace
+    preset_given = preset_name is not None
+    preset_name = preset_name or "paper"
+    if list_:
+        typer.echo(sweeps.format_list(dataset))
+        return
+    verb, args = (target[0], target[1:]) if target else (None, [])
+    if verb is None:
+        raise MMAError(f"mma sweep: give PRESET ({', '.join(sweeps.EXPERIMENTS)}), `status [PRESET]` or "
+                       "`report PRESET`")
+    if verb == "status":
+        if len(args) > 1:
+            raise MMAError("mma sweep status [PRESET]: at most one preset")
+        sid = sweeps.resolve_sweep_id(ws, dataset, args[0], preset_name, preset_given) if args else None
+        typer.echo(sweeps.format_status(sweeps.sweep_status(ws, dataset, sid)))
+        return
+    if verb == "report":
+        if len(args) != 1:
+            raise MMAError("mma sweep report PRESET: name one preset")
+        sid = sweeps.resolve_sweep_id(ws, dataset, args[0], preset_name, preset_given)
+        report = sweeps.sweep_report(ws, dataset, args[0], preset_name=sweeps.sweep_preset(ws, dataset, sid, preset_name),
+                                     allow_partial=allow_partial, mixed=mixed)
+        typer.echo(report["markdown"] + "\n" + "\n".join(f"wrote {f}" for f in report["files"]))
+        for reason in report["refused"]:
+            typer.echo(f"error: {reason}", err=True)
+        if report["refused"]:
+            raise typer.Exit(1)
+        return
+    if args:
+        raise MMAError(f"mma sweep: unexpected arguments after {verb!r}: {' '.join(args)}")
     overrides: dict[str, Any] = {"dataset": dataset, "train.source": source}
     if _state(ctx).seed is not None:
         overrides["train.seed"] = _state(ctx).seed
-    base_config, sweep_section = resolve_sweep_config(preset_name, config, set_, overrides)
-    out = run_sweep_cli(
-        target=list(target or []),
-        list_presets=list_,
+    base_config, sweep_section = sweeps.resolve_sweep_config(preset_name, config, set_, overrides)
+    out = sweeps.run_sweep(
+        verb,
         dataset=dataset,
         folds=folds,
         executor=executor,
         base_config=base_config,
         preset_name=preset_name,
-        workspace=_state(ctx).workspace,
+        workspace=ws,
         slurm={
             "partition": partition,
             "gpus": gpus,

@@ -31,6 +31,10 @@ from model.files import atomic_path, sha256_file
 log = logging.getLogger(__name__)
 
 FORMAT = "mma-v1"
+# What torch.load raises on a file that is not a checkpoint, or a truncated one (zip reader errors are
+# RuntimeErrors; an empty file is an EOFError; a text file a KeyError or UnpicklingError).
+BAD_FILE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, EOFError, KeyError, ValueError, OSError,
+                                                    pickle.UnpicklingError)
 # MAE pre-training leftovers and heads that the encoders do not use.
 IGNORED_ENCODER_KEYS = ("decoder", "mask_token", "head.", "head_dist.", "fc_norm.")
 
@@ -80,12 +84,12 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
     except pickle.UnpicklingError as first:
         try:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:
+        except BAD_FILE_ERRORS:
             raise ModelError(f"{path}: not a PyTorch checkpoint (its pickle cannot be read)") from None
         if not names:
             raise ModelError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(first)})") from None
-    except Exception as exc:  # any other failure of the unpickler means: not a checkpoint file
-        raise ModelError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
+    except BAD_FILE_ERRORS as exc:  # what torch.load raises on a file that is not (or no longer) a checkpoint
+        raise ModelError(f"{path}: {_bad_file_reason(path, exc)}") from None
     allowed: list[Any] = []
     placeholders = []
     for name in names:
@@ -103,8 +107,20 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # still unreadable: report it as a bad file, not a traceback
+    except (pickle.UnpicklingError, *BAD_FILE_ERRORS) as exc:  # still unreadable: a bad file, not a traceback
         raise ModelError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(exc)})") from None
+
+
+def _bad_file_reason(path: Path, exc: BaseException) -> str:
+    """Why torch.load failed, in the user's terms: empty, truncated/corrupt zip, or not a checkpoint."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes), not a PyTorch checkpoint"
+    with open(path, "rb") as fh:
+        is_zip = fh.read(4) == b"PK\x03\x04"
+    if is_zip and isinstance(exc, RuntimeError) and "zip archive" in str(exc):
+        return f"truncated or corrupt PyTorch checkpoint ({size} bytes; the zip archive is incomplete)"
+    return f"not a PyTorch checkpoint ({_one_line(exc)})"
 
 
 def _one_line(exc: BaseException) -> str:

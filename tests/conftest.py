@@ -1,8 +1,8 @@
 """Session fixtures: one small real dataset built once and shared by the suite.
 
 `synth_root` is an `mma synth` dataset (MAFW layout, faulty clips included), `prepped` is
-`mma prep` run on it (in-process), `sharded` is `mma shard` on that. Each fixture skips
-cleanly if the stage it needs is not importable, so a partial tree still collects.
+`mma prep` run on it (in-process), `sharded` is `mma shard` on that. The project's own modules are
+imported plainly: one that does not import is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small `mma synth` dataset in MAFW layout, with the faulty clips real datasets have."""
-    synth = pytest.importorskip("pipeline.data.synth")
+    from pipeline.data import synth
+
     out = tmp_path_factory.mktemp("synth") / "MAFW"
     synth.make_synth_dataset(
         out,
@@ -69,14 +70,16 @@ def test_data_config():
 @pytest.fixture(scope="session")
 def prepped(synth_root: Path, workspace, test_data_config) -> dict:
     """`mma prep synth` run in-process on `synth_root`; returns the summary."""
-    prep = pytest.importorskip("pipeline.prep.run")
+    from pipeline.prep import run as prep
+
     return prep.run_prep("synth", synth_root, workspace, test_data_config, cluster="serial")
 
 
 @pytest.fixture(scope="session")
 def sharded(prepped: dict, workspace, test_data_config) -> dict:
     """`mma shard synth` on the prepped data; returns the shard index."""
-    shard = pytest.importorskip("pipeline.store.shard")
+    from pipeline.store import shard
+
     return shard.run_shard("synth", workspace, test_data_config)
 
 

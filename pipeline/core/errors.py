@@ -21,3 +21,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (MMAError, ModelError)
 
 class ConfigError(MMAError, ValueError):
     """A bad configuration value, key or file (also a ValueError, as bad values are)."""
+
+
+class IncompleteResultError(MMAError):
+    """A number would cover less data than it claims (an evaluation missing test clips, a stage
+    that could not finish every item): refused, exit status 1."""
+
+    exit_code = 1

@@ -22,7 +22,8 @@ import torch
 
 from pipeline.core.config import RunConfig, from_dict
 from pipeline.core.device import pick_device
-from pipeline.core.errors import MMAError
+from pipeline.core.errors import IncompleteResultError, MMAError
+from pipeline.engine.provenance import run_provenance
 from pipeline.core.io import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.core.paths import Workspace
 from pipeline.core.plots import plot_confusion
@@ -77,12 +78,39 @@ def _gather_unique(rows: list[tuple[str, int, list[float]]], info: DistInfo) -> 
     return out
 
 
+def expected_test_clips(cfg: RunConfig, ws: Workspace) -> list[str]:
+    """The fold's test clip ids as the shard index lists them (the cache is built from the same index)."""
+    from pipeline.store.shard import read_index
+    from pipeline.store.stream import split_clip_ids
+
+    return split_clip_ids(read_index(ws, cfg.dataset), cfg.fold, "test")
+
+
+def check_complete(evaluated: set[str], expected: list[str], cfg: RunConfig, ws: Workspace,
+                   allow_partial: bool) -> list[str]:
+    """The expected test clips that were not evaluated; IncompleteResultError names them unless allow_partial."""
+    missing = sorted(set(expected) - evaluated)
+    if missing and not allow_partial:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise IncompleteResultError(
+            f"fold {cfg.fold} of {cfg.dataset}: {len(missing)} of {len(expected)} test clip(s) could not be "
+            f"evaluated ({shown}); see {ws.shards_dir(cfg.dataset) / 'read_errors.jsonl'}, or pass "
+            "--allow-partial to write a result marked partial")
+    if missing:
+        log.warning("fold %d: PARTIAL evaluation: %d of %d test clips missing (--allow-partial)", cfg.fold,
+                    len(missing), len(expected))
+    return missing
+
+
 def evaluate_model(model: torch.nn.Module, cfg: RunConfig, ws: Workspace, *, info: DistInfo | None = None,
-                   device: torch.device | None = None, two_clip: bool = True) -> dict[str, Any]:
+                   device: torch.device | None = None, two_clip: bool = True,
+                   allow_partial: bool = False) -> dict[str, Any]:
     """1-clip (and 2-clip) metrics of `model` on fold cfg.fold's test clips.
 
     Returns uar, war, per_class_recall, confusion, the same with a `_2clip` suffix (None when
-    two_clip is off), clips (count) and predictions (list of per-clip dicts, sorted by clip id).
+    two_clip is off), clips (count), clips_expected / clips_evaluated / clips_missing / partial,
+    and predictions (list of per-clip dicts, sorted by clip id). A test clip that could not be
+    read is an IncompleteResultError naming it, unless `allow_partial`.
     """
     info = info or DistInfo(0, 1, 0, device or pick_device())
     device = device or info.device
@@ -109,6 +137,8 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, ws: Workspace, *, inf
         model.train(was_training)
     if not one:
         raise MMAError(f"fold {cfg.fold} of {cfg.dataset}: the test split yielded no clips")
+    expected = expected_test_clips(cfg, ws)
+    missing = check_complete(set(one), expected, cfg, ws, allow_partial)
     ids = sorted(one)
     labels = [one[c][0] for c in ids]
     preds = [int(np.argmax(one[c][1])) for c in ids]
@@ -117,6 +147,8 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, ws: Workspace, *, inf
         "uar": m1["uar"], "war": m1["war"], "per_class_recall": m1["per_class_recall"], "confusion": m1["confusion"],
         "uar_2clip": None, "war_2clip": None, "per_class_recall_2clip": None, "confusion_2clip": None,
         "clips": len(ids), "seconds": time.perf_counter() - start,
+        "clips_expected": len(expected), "clips_evaluated": len(ids), "clips_missing": missing,
+        "partial": bool(missing),
     }
     preds2: list[int | None] = [None] * len(ids)
     if two is not None:
@@ -189,6 +221,10 @@ def summary_fields(result: dict[str, Any], classes: Sequence[str]) -> dict[str, 
         "clips": result["clips"],
         "confusion": result["confusion"],
         "confusion_2clip": result["confusion_2clip"],
+        "clips_expected": result["clips_expected"],
+        "clips_evaluated": result["clips_evaluated"],
+        "clips_missing": list(result["clips_missing"]),
+        "partial": result["partial"],
     }
 
 
@@ -274,7 +310,7 @@ def default_eval_dir(ws: Workspace, cfg: RunConfig, checkpoint: str | Path) -> P
 
 
 def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *, official: bool = False,
-                        out_dir: str | Path | None = None) -> dict[str, Any]:
+                        out_dir: str | Path | None = None, allow_partial: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on fold cfg.fold; writes eval.json, predictions, confusion into out_dir.
 
     out_dir defaults to `default_eval_dir`.
@@ -289,10 +325,11 @@ def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *
 
             check_cache_matches(run_cfg, ws)
         net.to(info.device)
-        result = evaluate_model(net, run_cfg, ws, info=info, two_clip=True)
+        result = evaluate_model(net, run_cfg, ws, info=info, two_clip=True, allow_partial=allow_partial)
         out = Path(out_dir) if out_dir is not None else default_eval_dir(ws, cfg, checkpoint)
         summary = {**summary_fields(result, classes), "fold": cfg.fold, "dataset": cfg.dataset, **ck_info,
-                   "out_dir": str(out)}
+                   "out_dir": str(out),
+                   "provenance": run_provenance(run_cfg, ws, net, info.device)}
         if info.is_main:
             write_eval_outputs(out, result, classes, title=f"{cfg.dataset} fold {cfg.fold}")
             atomic_write_json(out / "eval.json", summary)

@@ -185,35 +185,78 @@ def _clear_run_dir(run_dir: Path) -> None:
 
 
 def train_fold(cfg: RunConfig, ws: Workspace, *, run_dir: str | Path | None = None, resume: bool = False,
-               force: bool = False, on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+               force: bool = False, on_epoch_end: EpochHook | None = None,
+               allow_partial: bool = False) -> dict[str, Any]:
     """Train fold cfg.fold of cfg.dataset, evaluate it, and return the result.json content.
 
     `on_epoch_end(epoch, record)` is called on every rank after each epoch's checkpoint is
-    written (epoch is 1-based); an exception it raises stops the run as a kill would.
+    written (epoch is 1-based); an exception it raises stops the run as a kill would. The final
+    evaluation must cover every test clip of the fold unless `allow_partial` (then result.json
+    says `partial: true` and lists `clips_missing`).
     """
     cfg = copy.deepcopy(cfg)
     info = init_distributed()
     if not info.is_main:  # rank 0 alone logs progress; the others speak up only for problems
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        return _train(cfg, ws, info, Path(run_dir) if run_dir is not None else None, resume, force, on_epoch_end)
+        return _train(cfg, ws, info, Path(run_dir) if run_dir is not None else None, resume, force, on_epoch_end,
+                      allow_partial)
     finally:
         shutdown(info)
 
 
 def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, resume: bool, force: bool,
-           on_epoch_end: EpochHook | None) -> dict[str, Any]:
-    import model as mdl
-    from model.checkpoint import load_model_checkpoint, save_model_checkpoint
-
+           on_epoch_end: EpochHook | None, allow_partial: bool) -> dict[str, Any]:
     classes = read_classes_for(cfg, ws)
     cfg.model.num_classes = len(classes)
     cfg.validate()
     run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold)
-    state = _check_run_dir(run_dir, cfg, resume, force)
+    state = _prepare_run_dir(run_dir, cfg, info, resume, force)
     if state == "finished":
         log.info("%s: already finished; nothing to resume", run_dir)
         return json.loads((run_dir / "result.json").read_text())
+
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    net, encoders = _build_network(cfg, ws, info.device)
+    opt, sched = build_optimizer(net, cfg)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    log.info("training %s fold %d: %d trainable tensors, %.2fM trainable parameters, %s, %d epoch(s) -> %s",
+             cfg.dataset, cfg.fold, len(params), sum(p.numel() for p in params) / 1e6, info.device,
+             cfg.train.epochs, run_dir)
+    start_epoch = _resume_state(run_dir, net, opt, sched, info, cfg.train.epochs) if state == "resume" else 0
+    train_net = _training_module(net, cfg, info)
+    amp = autocast_dtype(cfg.train.precision, info.device)
+
+    final: dict[str, Any] | None = None
+    for epoch in range(start_epoch, cfg.train.epochs):
+        last = epoch == cfg.train.epochs - 1
+        record = _train_epoch(train_net, net, opt, cfg, ws, info, epoch, amp)
+        sched.step()
+        ev = evaluate_model(net, cfg, ws, info=info, two_clip=last and cfg.train.eval_two_clip,
+                            allow_partial=allow_partial)
+        record.update(test_uar=ev["uar"], test_war=ev["war"], test_clips=ev["clips"], eval_seconds=ev["seconds"])
+        if last:
+            final = ev
+        rngs = gather_objects(rng_state(), info)
+        if info.is_main:
+            _save_epoch(run_dir, cfg, net, opt, sched, encoders, rngs, epoch, record, ev, classes)
+        barrier(info)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+
+    if final is None:  # resumed after the last epoch's checkpoint: evaluate the final weights
+        final = evaluate_model(net, cfg, ws, info=info, two_clip=cfg.train.eval_two_clip,
+                               allow_partial=allow_partial)
+    result = _finish(run_dir, cfg, final, classes, info, net, ws)
+    barrier(info)
+    return result
+
+
+def _prepare_run_dir(run_dir: Path, cfg: RunConfig, info: DistInfo, resume: bool, force: bool) -> str:
+    """Decide fresh / resume / finished on every rank; rank 0 clears leftovers and writes config.json."""
+    state = _check_run_dir(run_dir, cfg, resume, force)
+    if state == "finished":
+        return state
     barrier(info)
     if info.is_main:
         if state == "fresh":  # force, or leftovers of a run killed before its first checkpoint
@@ -221,87 +264,93 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
         run_dir.mkdir(parents=True, exist_ok=True)
         save_resolved_config(cfg, run_dir / "config.json")
     barrier(info)
+    return state
 
-    device = info.device
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+
+def _build_network(cfg: RunConfig, ws: Workspace, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The seeded model on `device` and its encoder sources (path + sha256); checks the cache when training from it."""
     net = build_seeded_model(cfg.model, cfg.train.seed, cfg.vision_ckpt, cfg.audio_ckpt)
     none = {"path": None, "sha256": None}
-    enc = {w: dict(net.encoder_sources.get(w) or none) for w in ("vision", "audio")}
+    encoders = {w: dict(net.encoder_sources.get(w) or none) for w in ("vision", "audio")}
     if cfg.train.source == "cache":
         from pipeline.store.cache import check_cache_matches
 
         check_cache_matches(cfg, ws)
-    net.to(device)
+    return net.to(device), encoders
 
-    opt, sched = build_optimizer(net, cfg)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    log.info("training %s fold %d: %d trainable tensors, %.2fM trainable parameters, %s, %d epoch(s) -> %s",
-             cfg.dataset, cfg.fold, len(params), sum(p.numel() for p in params) / 1e6, device, cfg.train.epochs,
-             run_dir)
 
-    start_epoch = 0
-    if state == "resume":
-        ck = load_model_checkpoint(run_dir / "last.pt", map_location="cpu")
-        mdl.load_trainable_state_dict(net, ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        rngs = ck.get("rng") or []
-        if len(rngs) == info.world_size:
-            set_rng_state(rngs[info.rank])
-        else:
-            log.warning("last.pt holds RNG states of %d rank(s), this run has %d: resumed run will not be "
-                        "bit-identical", len(rngs), info.world_size)
-        start_epoch = int(ck["epoch"])
-        if info.is_main:
-            kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("epoch", 0) <= start_epoch]
-            atomic_write_text(run_dir / "metrics.jsonl", "".join(_jsonl_line(r) for r in kept))
-        log.info("resuming %s after epoch %d/%d", run_dir, start_epoch, cfg.train.epochs)
+def _resume_state(run_dir: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, info: DistInfo,
+                  epochs: int) -> int:
+    """Load last.pt (weights, optimizer, scheduler, RNG), trim metrics.jsonl to it; returns the epochs done."""
+    import model as mdl
+    from model.checkpoint import load_model_checkpoint
 
+    ck = load_model_checkpoint(run_dir / "last.pt", map_location="cpu")
+    mdl.load_trainable_state_dict(net, ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    rngs = ck.get("rng") or []
+    if len(rngs) == info.world_size:
+        set_rng_state(rngs[info.rank])
+    else:
+        log.warning("last.pt holds RNG states of %d rank(s), this run has %d: resumed run will not be "
+                    "bit-identical", len(rngs), info.world_size)
+    start_epoch = int(ck["epoch"])
+    if info.is_main:
+        kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("epoch", 0) <= start_epoch]
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(_jsonl_line(r) for r in kept))
+    log.info("resuming %s after epoch %d/%d", run_dir, start_epoch, epochs)
+    return start_epoch
+
+
+def _training_module(net: torch.nn.Module, cfg: RunConfig, info: DistInfo) -> torch.nn.Module:
+    """What the optimisation step calls: the cached-input forward when training from the cache, under DDP
+    when distributed, compiled when asked."""
     train_net: torch.nn.Module = EmbeddedForward(net) if cfg.train.source == "cache" else net
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        device = info.device
         train_net = DDP(train_net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
         train_net = torch.compile(train_net)
-    amp = autocast_dtype(cfg.train.precision, device)
+    return train_net
 
-    final: dict[str, Any] | None = None
-    for epoch in range(start_epoch, cfg.train.epochs):
-        last = epoch == cfg.train.epochs - 1
-        record = _train_epoch(train_net, net, opt, cfg, ws, info, epoch, amp)
-        sched.step()
-        ev = evaluate_model(net, cfg, ws, info=info, two_clip=last and cfg.train.eval_two_clip)
-        record.update(test_uar=ev["uar"], test_war=ev["war"], test_clips=ev["clips"], eval_seconds=ev["seconds"])
-        if last:
-            final = ev
-        rngs = gather_objects(rng_state(), info)
-        if info.is_main:
-            append_jsonl(run_dir / "metrics.jsonl", record)
-            save_model_checkpoint(run_dir / "last.pt", net, to_dict(cfg), enc, extra={
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "epoch": epoch + 1,
-                "classes": classes, "dataset": cfg.dataset, "fold": cfg.fold})
 
-            plot_curves(read_jsonl(run_dir / "metrics.jsonl"), run_dir / "curves.png",
-                        title=f"{cfg.dataset} fold {cfg.fold} ({cfg.name})")
-            log.info("epoch %d/%d: loss %.4f, train acc %.1f%%, test UAR %.2f WAR %.2f, %.1f clips/s, lr %.2e",
-                     epoch + 1, cfg.train.epochs, record["loss"], record["train_acc"], ev["uar"], ev["war"],
-                     record["clips_per_s"], record["lr"])
-        barrier(info)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, record)
+def _save_epoch(run_dir: Path, cfg: RunConfig, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                encoders: dict[str, Any], rngs: list[Any], epoch: int, record: dict[str, Any], ev: dict[str, Any],
+                classes: list[str]) -> None:
+    """Rank 0 after an epoch: metrics line, last.pt (trainable tensors + optimizer/scheduler/RNG), curves."""
+    from model.checkpoint import save_model_checkpoint
 
-    if final is None:  # resumed after the last epoch's checkpoint: evaluate the final weights
-        final = evaluate_model(net, cfg, ws, info=info, two_clip=cfg.train.eval_two_clip)
+    append_jsonl(run_dir / "metrics.jsonl", record)
+    save_model_checkpoint(run_dir / "last.pt", net, to_dict(cfg), encoders, extra={
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "epoch": epoch + 1,
+        "classes": classes, "dataset": cfg.dataset, "fold": cfg.fold})
+    plot_curves(read_jsonl(run_dir / "metrics.jsonl"), run_dir / "curves.png",
+                title=f"{cfg.dataset} fold {cfg.fold} ({cfg.name})")
+    log.info("epoch %d/%d: loss %.4f, train acc %.1f%%, test UAR %.2f WAR %.2f, %.1f clips/s, lr %.2e",
+             epoch + 1, cfg.train.epochs, record["loss"], record["train_acc"], ev["uar"], ev["war"],
+             record["clips_per_s"], record["lr"])
+
+
+def _finish(run_dir: Path, cfg: RunConfig, final: dict[str, Any], classes: list[str], info: DistInfo,
+            net: torch.nn.Module, ws: Workspace) -> dict[str, Any]:
+    """The result.json content; rank 0 writes it with predictions and confusion matrices."""
+    from pipeline.engine.provenance import run_provenance
+
+    records = read_jsonl(run_dir / "metrics.jsonl")
     result = {**summary_fields(final, classes), "fold": cfg.fold, "epochs": cfg.train.epochs,
               "dataset": cfg.dataset, "name": cfg.name, "image_size": cfg.model.image_size,
-              "run_dir": str(run_dir)}
+              "run_dir": str(run_dir), "source": cfg.train.source,
+              "cache_views": cfg.data.cache_views if cfg.train.source == "cache" else None,
+              "train_samples_skipped": int(sum(r.get("train_samples_skipped", 0) for r in records)),
+              "provenance": run_provenance(cfg, ws, net, info.device)}
     if info.is_main:
         write_eval_outputs(run_dir, final, classes, title=f"{cfg.dataset} fold {cfg.fold}")
         atomic_write_json(run_dir / "result.json", result)
         log.info("fold %d done: UAR %.2f WAR %.2f | 2-clip UAR %s WAR %s -> %s", cfg.fold, result["uar"],
                  result["war"], _pct(result["uar_2clip"]), _pct(result["war_2clip"]), run_dir / "result.json")
-    barrier(info)
     return result
 
 
@@ -343,7 +392,7 @@ def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.op
     device = info.device
     source = cfg.train.source
     loader = make_loader(cfg, ws, "train", epoch=epoch, rank=info.rank, world_size=info.world_size)
-    total = _loader_len(loader)
+    total = _loader_len(loader)  # clips in the split over all ranks
     lr = opt.param_groups[0]["lr"]
     net.train()
     if device.type == "cuda":
@@ -377,6 +426,10 @@ def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.op
     loss_sum, correct, count = all_reduce_sum([loss_sum, float(correct), float(count)], info)
     if count == 0:
         raise MMAError(f"fold {cfg.fold} of {cfg.dataset}: the training split yielded no clips")
+    skipped = max(0, int(total) - int(count)) if total else 0
+    if skipped:
+        log.warning("epoch %d: %d training sample(s) skipped as unreadable (see %s)", epoch + 1, skipped,
+                    ws.shards_dir(cfg.dataset) / "read_errors.jsonl")
     peak = max(gather_objects(peak_memory_mb(device), info))
     return {
         "epoch": epoch + 1,
@@ -384,6 +437,7 @@ def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.op
         "lr": lr,
         "train_acc": 100.0 * correct / count,
         "train_clips": int(count),
+        "train_samples_skipped": skipped,
         "clips_per_s": count / seconds if seconds > 0 else None,
         "seconds": seconds,
         "peak_mem_mb": peak,

@@ -91,6 +91,13 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
         cluster.close()
 
 
+def worker_lost_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean a task's worker process died (not that the task's code failed)."""
+    from distributed.scheduler import KilledWorker
+
+    return (KilledWorker,)
+
+
 def map_tasks(
     fn: Callable[[Any], Any],
     items: Sequence[Any],
@@ -103,9 +110,11 @@ def map_tasks(
 ) -> list[Any]:
     """Run fn(item) for every item (on the client, or in-process when client is None).
 
-    Results are handed to `on_result(item, result)` as they complete; an exception raised by a
-    task is handed to `on_error(item, exc)` (re-raised if no handler is given). Returns the
-    results in completion order (failed items omitted).
+    Results are handed to `on_result(item, result)` as they complete. A task whose worker died
+    (Dask's KilledWorker: a crash in native code on a bad input, out of memory) is handed to
+    `on_error(item, exc)`; any other exception a task raises is a bug and stops the run with its
+    traceback (as does a lost worker when there is no handler). Tasks report expected per-item
+    failures in their return value. Returns the results in completion order (failed items omitted).
     """
     results: list[Any] = []
     start = time.perf_counter()
@@ -125,12 +134,7 @@ def map_tasks(
 
         if client is None:
             for item in items:
-                try:
-                    result = fn(item)
-                except Exception as exc:  # recorded per item by on_error
-                    handle(item, exc=exc)
-                else:
-                    handle(item, result)
+                handle(item, fn(item))
         else:
             from distributed import as_completed
 
@@ -140,7 +144,7 @@ def map_tasks(
                 item = owner[future.key]
                 try:
                     result = future.result()
-                except Exception as exc:
+                except worker_lost_errors() as exc:
                     handle(item, exc=exc)
                 else:
                     handle(item, result)

@@ -32,6 +32,20 @@ from pipeline.prep.video import ClipError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_FAILED = 0.01  # `mma prep` fails (exit 1) when more than this fraction of the clips failed
+
+
+def parse_max_failed(text: str) -> float:
+    """`--max-failed` as a fraction: '1%' -> 0.01, '0.05' -> 0.05; MMAError for anything else."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise MMAError(f"--max-failed {text!r}: give a percentage like 1% or a fraction like 0.01") from None
+    if not 0.0 <= value <= 1.0:
+        raise MMAError(f"--max-failed {text!r}: must be between 0% and 100%")
+    return value
+
 # --------------------------------------------------------------------------- the task Dask runs
 
 
@@ -105,8 +119,12 @@ def run_prep(
     force: bool = False,
     device: str | None = None,
     slurm: dict[str, Any] | None = None,
+    max_failed: float = DEFAULT_MAX_FAILED,
 ) -> dict[str, Any]:
     """Build the manifest, then prep every (or the first `limit`) clip; returns the summary.
+
+    The summary's `too_many_failed` is true when more than `max_failed` (a fraction) of the clips
+    in scope failed; the CLI exits 1 then. The ledger and summary are written either way.
 
     Raises MMAError only when the run itself is broken (bad root, unreadable split files,
     settings clash); per-clip failures go to failures.jsonl and the run goes on.
@@ -164,8 +182,8 @@ def run_prep(
         append_jsonl(failures_path, record)
         log.warning("clip %s failed at %s: %s", row["clip_id"], result["stage"], result["error"])
 
-    def on_error(row: dict, exc: BaseException) -> None:
-        on_result(row, {"ok": False, "stage": "worker", "error": f"{type(exc).__name__}: {exc}"})
+    def on_error(row: dict, exc: BaseException) -> None:  # the worker process died on this clip
+        on_result(row, {"ok": False, "stage": "worker", "error": f"worker died ({type(exc).__name__}: {exc})"})
 
     if todo:
         task = functools.partial(_prep_task, clips_dir=str(clips_dir), data=to_dict(data_cfg), device=device,
@@ -178,6 +196,9 @@ def run_prep(
     summary = _summarise(dataset, root, ws, scope, clips_dir, digest, failures_path, data_cfg)
     summary.update(skipped=len(done), processed=len(todo), seconds=round(time.perf_counter() - start, 2),
                    clips_per_second=round(len(todo) / max(time.perf_counter() - start, 1e-9), 3))
+    failed_fraction = summary["clips_failed"] / summary["clips_total"] if summary["clips_total"] else 0.0
+    summary.update(failed_fraction=round(failed_fraction, 6), max_failed=max_failed,
+                   too_many_failed=failed_fraction > max_failed)
     atomic_write_json(prep_dir / "summary.json", summary)
     _enrich_manifest(ws, dataset, rows, clips_dir, digest, failures_path, classes)
     log.info("prep %s: %d/%d clips ok, %d failed, %d no-audio, %d frames without a face -> %s", dataset,

@@ -19,6 +19,7 @@ from pipeline.core.io import atomic_write_json, atomic_write_text
 from pipeline.core.paths import Workspace
 from pipeline.data.datasets import NUM_FOLDS
 from pipeline.data.paper import PAPER_TABLE1
+from pipeline.engine.provenance import provenance_conflicts
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
-def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = None) -> dict[str, Any]:
-    """Gather the folds, write report.md / report.csv / report.json into the runs folder, return the table."""
+def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = None, allow_partial: bool = False,
+                mixed: bool = False) -> dict[str, Any]:
+    """Gather the folds, write report.md / report.csv / report.json into the runs folder, return the table.
+
+    The mean needs all 5 folds finished. A fold evaluated on part of its test clips (`partial`) is
+    left out of it unless `allow_partial`; folds whose data or model provenance differ (or that
+    were trained from different sources) are not averaged unless `mixed`. `refused` lists why a
+    mean was withheld for those two reasons (the CLI exits 1 then).
+    """
     runs = Path(runs_dir) if runs_dir is not None else _find_runs_dir(dataset, ws)
     if not runs.is_dir():
         raise MMAError(f"{runs}: runs folder does not exist")
@@ -82,10 +90,22 @@ def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = No
             value = res.get(m)
             row[m] = float(value) if isinstance(value, (int, float)) else None
         row["epochs"] = res.get("epochs")
+        row["source"] = res.get("source") or (res.get("provenance") or {}).get("source")
+        row["clips_missing"] = len(res.get("clips_missing") or [])
+        if st["status"] == "ok" and res.get("partial"):
+            row["note"] = f"partial: {row['clips_missing']} of {res.get('clips_expected')} test clips missing"
+            if not allow_partial:
+                row["status"] = "partial"
         row["image_size"] = (res.get("config") or {}).get("model", {}).get("image_size", res.get("image_size"))
         folds.append(row)
     ok = [r for r in folds if r["status"] == "ok"]
-    complete = len(ok) == NUM_FOLDS
+    refused = [f"fold{r['fold']} is partial ({r['note']}); pass --allow-partial to average it"
+               for r in folds if r["status"] == "partial"]
+    results = {r["fold"]: fold_status(runs / f"fold{r['fold']}")["result"] for r in ok}
+    conflicts = provenance_conflicts(results) if len(ok) > 1 else []
+    if conflicts and not mixed:
+        refused += [f"{c}; pass --mixed to average anyway" for c in conflicts]
+    complete = len(ok) == NUM_FOLDS and not (conflicts and not mixed)
     mean: dict[str, float | None] = {}
     for m in METRICS:
         values = [r[m] for r in ok if r[m] is not None]
@@ -106,6 +126,9 @@ def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = No
         "flagged": flagged,
         "image_size": image_size,
         "paper": dict(zip(METRICS, paper)) if paper else None,
+        "refused": refused,
+        "provenance_conflicts": conflicts,
+        "sources": sorted({r["source"] for r in ok if r["source"]}),
     }
     report["markdown"] = _markdown(report)
     atomic_write_text(runs / "report.md", report["markdown"])
@@ -123,34 +146,42 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         f"Runs: `{report['runs_dir']}`. UAR/WAR in %; * = mean of two uniformly sampled clips (2-clip).",
         "",
-        "| | " + " | ".join(cols) + " | status |",
-        "|---|" + "---:|" * len(cols) + "---|",
+        "| | " + " | ".join(cols) + " | source | status |",
+        "|---|" + "---:|" * len(cols) + "---|---|",
     ]
     if report["complete"]:
-        lines.append("| **mean** | " + " | ".join(f"**{_fmt(report['mean'][m])}**" for m in METRICS) + " | 5/5 folds |")
+        mixed = "; MIXED provenance" if report["provenance_conflicts"] else ""
+        lines.append("| **mean** | " + " | ".join(f"**{_fmt(report['mean'][m])}**" for m in METRICS)
+                     + f" | | 5/5 folds{mixed} |")
     else:
         lines.append("| **mean** | " + " | ".join("incomplete" for _ in METRICS)
-                     + f" | INCOMPLETE: {report['folds_ok']}/{NUM_FOLDS} folds |")
+                     + f" | | INCOMPLETE: {report['folds_ok']}/{NUM_FOLDS} folds |")
     for r in report["folds"]:
         status = r["status"] if not r["note"] else f"{r['status']}: {r['note']}"
-        lines.append(f"| fold{r['fold']} | " + " | ".join(_fmt(r[m]) for m in METRICS) + f" | {status} |")
+        lines.append(f"| fold{r['fold']} | " + " | ".join(_fmt(r[m]) for m in METRICS)
+                     + f" | {r.get('source') or '-'} | {status} |")
     if report["paper"]:
-        lines.append("| paper (Table 1) | " + " | ".join(_fmt(report["paper"][m]) for m in METRICS) + " | published |")
+        lines.append("| paper (Table 1) | " + " | ".join(_fmt(report["paper"][m]) for m in METRICS)
+                     + " | | published |")
     if report["flagged"]:
         lines += ["", "Not averaged (the mean needs all 5 folds):", ""]
         lines += [f"- {f}" for f in report["flagged"]]
+    if report["refused"] or report["provenance_conflicts"]:
+        lines += ["", "Provenance and completeness:", ""]
+        lines += [f"- {f}" for f in (report["refused"] or [f"{c} (averaged: --mixed)" for c in
+                                                          report["provenance_conflicts"]])]
     return "\n".join(lines) + "\n"
 
 
 def _csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["row", *METRICS, "status", "note"])
+    writer.writerow(["row", *METRICS, "source", "status", "note"])
     writer.writerow(["mean", *["" if report["mean"][m] is None else f"{report['mean'][m]:.4f}" for m in METRICS],
-                     "complete" if report["complete"] else "incomplete", f"{report['folds_ok']}/{NUM_FOLDS} folds"])
+                     "+".join(report["sources"]), "complete" if report["complete"] else "incomplete", f"{report['folds_ok']}/{NUM_FOLDS} folds"])
     for r in report["folds"]:
         writer.writerow([f"fold{r['fold']}", *["" if r[m] is None else f"{r[m]:.4f}" for m in METRICS],
-                         r["status"], r["note"]])
+                         r.get("source") or "", r["status"], r["note"]])
     if report["paper"]:
-        writer.writerow(["paper", *[f"{report['paper'][m]:.2f}" for m in METRICS], "published", "Table 1"])
+        writer.writerow(["paper", *[f"{report['paper'][m]:.2f}" for m in METRICS], "", "published", "Table 1"])
     return buf.getvalue()

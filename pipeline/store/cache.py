@@ -147,6 +147,13 @@ def _open_store(path: Path, mode: str = "r") -> Any:
         raise MMAError(f"{path}: not a readable zarr cache ({type(exc).__name__}: {exc})") from None
 
 
+def stored_provenance(path: Path) -> dict[str, Any] | None:
+    """The provenance a cache store was built with (None when there is no store)."""
+    if not Path(path).exists():
+        return None
+    return dict(_open_store(Path(path)).attrs).get("provenance")
+
+
 def check_cache_matches(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
     """Raise MMAError naming the first differing field unless the cache fits `cfg`; returns its attrs."""
     from pipeline.store.shard import read_index
@@ -309,45 +316,31 @@ def _cache_shard(task: dict[str, Any]) -> dict[str, Any]:
                 abuf[p % align] = at
             ids[p], labels[p], valid[p] = clip["clip_id"], clip["label"], True
             done += 1
-    except MMAError as exc:  # broken shard: the clips read so far are kept, the rest stay invalid
+    except MMAError as exc:  # a broken shard (bad tar member): recorded, not marked done, retried on rerun
         error = str(exc)
     flush(group)
     root["clip_id"][start:start + padded] = ids.astype(str)
     root["label"][start:start + padded] = labels
     root["fold"][start:start + padded] = np.where(valid, task["fold"], 0).astype(np.int8)
     root["valid"][start:start + padded] = valid
-    root["shard_done"][task["index"]] = True
-    return {"shard": Path(task["shard"]).name, "clips": done, "skipped": len(task["clips"]) - done, "error": error}
+    missing = len(task["clips"]) - done
+    if error is None and missing:
+        error = f"{missing} clip(s) of the index not found in the shard"
+    if error is None:
+        root["shard_done"][task["index"]] = True
+    return {"shard": Path(task["shard"]).name, "clips": done, "skipped": missing, "error": error,
+            "failed": error is not None}
 
 
 # --------------------------------------------------------------------------- the stage
 
 
-def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | None = None, force: bool = False,
-              cluster: str = "local") -> dict[str, Any]:
-    """Build (or resume, or confirm) `<workdir>/<ds>/cache.zarr` for `cfg`; returns a summary.
+def _open_or_create(path: Path, layout: dict[str, Any], prov: dict[str, Any], force: bool,
+                    dataset: str) -> tuple[set[int], dict[str, Any] | None]:
+    """(indices of shards already done, the finished store's summary if it is up to date) for `path`.
 
-    A finished store with the same provenance is kept unless `force`; an unfinished one resumes
-    (shards marked done are skipped); one made from something else is refused (naming the field)
-    unless `force`, which rebuilds it.
+    A store made from something else is refused (naming the field) unless `force` rebuilds it.
     """
-    from pipeline.core.device import pick_device
-    from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
-    from pipeline.store.shard import read_index
-
-    start = time.perf_counter()
-    if cfg.data.cache_views < 1:
-        raise MMAError(f"data.cache_views={cfg.data.cache_views}: need at least one training view")
-    cfg.model.validate()
-    index = read_index(ws, cfg.dataset)
-    net = build_stage1_model(cfg)
-    prov = provenance(cfg, index, encoder_provenance(net))
-    del net
-    layout = plan_layout(cfg, index)
-    path = ws.cache_path(cfg.dataset)
-    dev = str(pick_device(device))
-
-    done: set[int] = set()
     if path.exists() and not force:
         root = _open_store(path)
         attrs = dict(root.attrs)
@@ -355,21 +348,21 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
         if diff:
             raise MMAError(f"{path}: existing cache was made differently ({diff}); use --force to rebuild it")
         if attrs.get("complete"):
-            log.info("cache %s: up to date (%s)", cfg.dataset, path)
-            return {**attrs.get("summary", {}), "store": str(path), "up_to_date": True}
+            log.info("cache %s: up to date (%s)", dataset, path)
+            return set(), {**attrs.get("summary", {}), "store": str(path), "up_to_date": True}
         done = {i for i, flag in enumerate(root["shard_done"][:]) if flag}
-        log.info("cache %s: resuming, %d of %d shards already done", cfg.dataset, len(done), len(layout["shards"]))
-    else:
-        if path.exists():
-            shutil.rmtree(path)
-        _create_store(path, layout, {"provenance": prov, "layout": layout, "complete": False})
+        log.info("cache %s: resuming, %d of %d shards already done", dataset, len(done), len(layout["shards"]))
+        return done, None
+    if path.exists():
+        shutil.rmtree(path)
+    _create_store(path, layout, {"provenance": prov, "layout": layout, "complete": False})
+    return set(), None
 
-    shard_clips = {s["name"]: s["clips"] for s in index["shards"]}
-    shards_dir = ws.shards_dir(cfg.dataset)
-    tasks = [{"index": i, "shard": str(shards_dir / s["name"]), "start": s["start"], "fold": s["fold"],
-              "clips": shard_clips[s["name"]], "store": str(path), "cfg": to_dict(cfg), "layout": layout,
-              "device": dev, "threads": 1 if cluster != "serial" else None}
-             for i, s in enumerate(layout["shards"]) if i not in done]
+
+def _run_tasks(tasks: list[dict[str, Any]], cluster: str, workers: int, dataset: str) -> list[dict[str, Any]]:
+    """Embed the shards on Dask; a task that raises is recorded as a failed shard (its traceback logged)."""
+    from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
+
     results: list[dict[str, Any]] = []
 
     def on_error(task: dict[str, Any], exc: BaseException) -> None:
@@ -380,8 +373,43 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
     if tasks:
         spec = ClusterSpec(kind=cluster, workers=workers, threads_per_worker=1)
         with open_client(spec) as client:
-            results += map_tasks(_cache_shard, tasks, client, description=f"cache {cfg.dataset}", unit="shards",
+            results += map_tasks(_cache_shard, tasks, client, description=f"cache {dataset}", unit="shards",
                                  on_error=on_error)
+    return results
+
+
+def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | None = None, force: bool = False,
+              cluster: str = "local") -> dict[str, Any]:
+    """Build (or resume, or confirm) `<workdir>/<ds>/cache.zarr` for `cfg`; returns a summary.
+
+    A finished store with the same provenance is kept unless `force`; an unfinished one resumes
+    (shards marked done are skipped); one made from something else is refused (naming the field)
+    unless `force`, which rebuilds it. A shard that fails is not marked done: the summary says
+    `complete: False` and lists it in `failed_shards`, and a rerun retries it.
+    """
+    from pipeline.core.device import pick_device
+    from pipeline.store.shard import read_index
+
+    start = time.perf_counter()
+    cfg.validate()
+    index = read_index(ws, cfg.dataset)
+    net = build_stage1_model(cfg)
+    prov = provenance(cfg, index, encoder_provenance(net))
+    del net
+    layout = plan_layout(cfg, index)
+    path = ws.cache_path(cfg.dataset)
+    dev = str(pick_device(device))
+    done, up_to_date = _open_or_create(path, layout, prov, force, cfg.dataset)
+    if up_to_date is not None:
+        return up_to_date
+
+    shard_clips = {s["name"]: s["clips"] for s in index["shards"]}
+    shards_dir = ws.shards_dir(cfg.dataset)
+    tasks = [{"index": i, "shard": str(shards_dir / s["name"]), "start": s["start"], "fold": s["fold"],
+              "clips": shard_clips[s["name"]], "store": str(path), "cfg": to_dict(cfg), "layout": layout,
+              "device": dev, "threads": 1 if cluster != "serial" else None}
+             for i, s in enumerate(layout["shards"]) if i not in done]
+    results = _run_tasks(tasks, cluster, workers, cfg.dataset)
     for r in results:
         if r.get("error"):
             log.warning("cache: %s: %s (%d clip(s) not cached)", r["shard"], r["error"], r["skipped"])
@@ -392,7 +420,9 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
         "store": str(path), "dataset": cfg.dataset, "clips": int(valid.sum()), "rows": layout["rows"],
         "shards": len(layout["shards"]), "shards_done_now": sum(1 for r in results if not r.get("failed")),
         "shards_resumed": len(done), "skipped_clips": sum(r["skipped"] for r in results),
-        "errors": [r for r in results if r.get("error")], "train_views": layout["train_views"],
+        "errors": [r for r in results if r.get("error")],
+        "failed_shards": sorted(r["shard"] for r in results if r.get("failed")),
+        "train_views": layout["train_views"],
         "chunk_rows": {"vision": layout["vision_chunk_rows"], "audio": layout["audio_chunk_rows"]},
         "complete": finished, "seconds": round(time.perf_counter() - start, 2), "device": dev,
     }

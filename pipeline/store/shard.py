@@ -153,16 +153,11 @@ def _reusable(previous: dict[str, Any] | None, planned: dict[str, Any], prep_has
     return shard.is_file() and shard.stat().st_size == previous.get("bytes")
 
 
-def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool = False) -> dict[str, Any]:
-    """Pack every successfully prepped clip of `dataset` into fold-grouped shards; returns the index.
-
-    The returned dict is index.json plus `written`, `kept` (shards) and `seconds`.
-    """
-    from pipeline.core.progress import progress_bar
+def _finished_clips(dataset: str, ws: Workspace) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(prep hash, clip entries to shard, clips left out with the reason, manifest rows) from prep's output."""
     from pipeline.data.manifest import read_manifest
     from pipeline.prep.clip import clip_is_done
 
-    start = time.perf_counter()
     prep_dir = ws.prep_dir(dataset)
     config_path = prep_dir / "prep_config.json"
     prep_hash = read_json(config_path, f"run `mma prep {dataset}` first").get("hash")
@@ -171,7 +166,6 @@ def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool 
     rows = read_manifest(ws, dataset)
     failures = {f["clip_id"]: f"prep failed at {f.get('stage')}: {f.get('error')}"
                 for f in read_jsonl(prep_dir / "failures.jsonl")}
-
     clips, excluded = [], []
     for row in rows:
         cid = row["clip_id"]
@@ -186,32 +180,21 @@ def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool 
         clips.append(_clip_entry(prep_dir / "clips" / cid, row, meta))
     if not clips:
         raise MMAError(f"{prep_dir}: no prepped clip to shard ({len(excluded)} left out; see failures.jsonl)")
+    return prep_hash, clips, excluded, len(rows)
 
-    plan = plan_shards(clips, data_cfg.shard_max_clips, data_cfg.shard_max_bytes)
-    out = ws.shards_dir(dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp*"):
-        stale.unlink(missing_ok=True)
+
+def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any], previous: dict[str, Any],
+                   label: str) -> tuple[int, int]:
+    """Write the shards whose content changed (reuse the others); index.json is updated after each. (written, kept)"""
+    from pipeline.core.progress import progress_bar
+
     index_path = out / "index.json"
-    previous = {} if force else _load_previous(index_path)
-    index: dict[str, Any] = {
-        "format": INDEX_FORMAT,
-        "dataset": dataset,
-        "prep_hash": prep_hash,
-        "complete": False,
-        "max_clips": data_cfg.shard_max_clips,
-        "max_bytes": data_cfg.shard_max_bytes,
-        "shards": [],
-        "folds": {},
-        "clips_total": len(rows),
-        "clips_sharded": len(clips),
-        "excluded": excluded,
-    }
+    prep_hash = index["prep_hash"]
     written = kept = 0
     todo = {s["name"] for s in plan if not _reusable(previous.get(s["name"]), s, prep_hash, out / s["name"])}
     total = sum(len(s["members"]) for s in plan if s["name"] in todo)
-    with progress_bar(f"shard {dataset}", total, "clips") as progress:
-        task = progress.add_task(f"shard {dataset}", total=total)
+    with progress_bar(label, total, "clips") as progress:
+        task = progress.add_task(label, total=total)
         for s in plan:
             path = out / s["name"]
             if s["name"] in todo:
@@ -229,6 +212,37 @@ def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool 
         if old.name not in planned_names:
             log.info("removing %s (no longer in the shard plan)", old)
             old.unlink()
+    return written, kept
+
+
+def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool = False) -> dict[str, Any]:
+    """Pack every successfully prepped clip of `dataset` into fold-grouped shards; returns the index.
+
+    The returned dict is index.json plus `written`, `kept` (shards) and `seconds`.
+    """
+    start = time.perf_counter()
+    prep_hash, clips, excluded, clips_total = _finished_clips(dataset, ws)
+    plan = plan_shards(clips, data_cfg.shard_max_clips, data_cfg.shard_max_bytes)
+    out = ws.shards_dir(dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+    index_path = out / "index.json"
+    previous = {} if force else _load_previous(index_path)
+    index: dict[str, Any] = {
+        "format": INDEX_FORMAT,
+        "dataset": dataset,
+        "prep_hash": prep_hash,
+        "complete": False,
+        "max_clips": data_cfg.shard_max_clips,
+        "max_bytes": data_cfg.shard_max_bytes,
+        "shards": [],
+        "folds": {},
+        "clips_total": clips_total,
+        "clips_sharded": len(clips),
+        "excluded": excluded,
+    }
+    written, kept = _write_planned(plan, out, index, previous, f"shard {dataset}")
     for fold in range(1, NUM_FOLDS + 1):
         names = [s["name"] for s in index["shards"] if s["fold"] == fold]
         index["folds"][str(fold)] = {"shards": names,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
+import tarfile
 import time
 from itertools import islice
 from pathlib import Path
@@ -40,6 +41,9 @@ from pipeline.store.shard import read_index, sample_key
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+# What a damaged shard or member can raise while being read or decoded; anything else is a bug.
+SHARD_READ_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, UnicodeDecodeError)
+SAMPLE_DECODE_ERRORS = (OSError, ValueError, KeyError, EOFError)  # PIL's UnidentifiedImageError is an OSError
 
 
 class ReadReport:
@@ -71,6 +75,11 @@ def split_shards(index: dict[str, Any], fold: int, split: str) -> list[dict[str,
     if split == "test":
         return [s for s in index["shards"] if int(s["fold"]) == int(fold)]
     return [s for s in index["shards"] if int(s["fold"]) != int(fold)]
+
+
+def split_clip_ids(index: dict[str, Any], fold: int, split: str) -> list[str]:
+    """Every clip id of `split` for test fold `fold`, as the shard index lists them."""
+    return [cid for s in split_shards(index, fold, split) for cid in s["clips"]]
 
 
 def _complete(sample: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +181,7 @@ class ShardStream(IterableDataset):
                         yield _complete(sample)
                     except (ValueError, KeyError) as exc:
                         self.report.record(str(path), f"incomplete sample ({exc})", 1, fh.tell(), key)
-            except Exception as exc:  # truncated / corrupt tar, unreadable file
+            except SHARD_READ_ERRORS as exc:  # truncated / corrupt tar, unreadable file
                 first = exc.args[0] if exc.args else type(exc).__name__
                 error = f"{type(exc).__name__}: {first}"
             offset = fh.tell() if fh is not None and not fh.closed else None
@@ -191,16 +200,16 @@ class ShardStream(IterableDataset):
             clip = _clip(sample)
             rng = clip_rng(self.seed, self.epoch, clip["clip_id"]) if self.train else None
             frames, fbank = self.sampler(clip, train=self.train, rng=rng, view=self.view, num_views=self.num_views)
-        except Exception as exc:
+        except SAMPLE_DECODE_ERRORS as exc:  # a corrupt member (image, npy, json); a bug propagates
             raise _SampleError(str(sample.get("__url__", "?")), str(sample.get("__key__")),
                                f"{type(exc).__name__}: {exc}") from exc
         return frames, fbank, clip["label"], clip["clip_id"]
 
     def _decode_handler(self, exc: Exception) -> bool:
-        if isinstance(exc, _SampleError):
-            self.report.record(exc.shard, f"undecodable sample ({exc.error})", 1, key=exc.key)
-        else:
-            self.report.record("?", f"undecodable sample ({type(exc).__name__}: {exc})", 1)
+        """Skip (and record) a sample whose members do not decode; let anything else propagate."""
+        if not isinstance(exc, _SampleError):
+            raise exc
+        self.report.record(exc.shard, f"undecodable sample ({exc.error})", 1, key=exc.key)
         return True
 
     # ------------------------------------------------------------------ iteration
@@ -277,7 +286,7 @@ def iter_clips(path: str | Path) -> Iterator[dict[str, Any]]:
             stream = tar_file_expander([{"url": str(path), "stream": fh}], handler=reraise_exception)
             for sample in group_by_keys(stream, handler=reraise_exception):
                 yield _clip(_complete(sample))
-        except Exception as exc:
+        except (*SHARD_READ_ERRORS, *SAMPLE_DECODE_ERRORS) as exc:  # a damaged shard; a bug propagates
             first = exc.args[0] if exc.args else type(exc).__name__
             raise MMAError(f"{path}: unreadable shard at byte {fh.tell()} ({type(exc).__name__}: {first})") from None
 

@@ -61,10 +61,25 @@ alive() {
     [ -n "${1:-}" ] && [ -r "/proc/$1/comm" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]
 }
 
-# running NAME: pid of a running process with that exact command name, if any
-running() { pgrep -x "$1" 2>/dev/null | head -n 1; }
-
 pid_from_file() { [ -r "$1" ] && tr -dc '0-9' <"$1"; }
+
+pidfile_of() {
+    case "$1" in
+    munged) echo "$MUNGE_PID" ;;
+    mariadbd) echo "$MYSQL_PID" ;;
+    slurmdbd) echo "$DBD_PID" ;;
+    slurmctld) echo "$CTLD_PID" ;;
+    slurmd) echo "$SLURMD_PID" ;;
+    esac
+}
+
+# running NAME: pid of a running process with that exact command name, if
+# any (the one in its pid file when that is alive)
+running() {
+    local p
+    p="$(pid_from_file "$(pidfile_of "$1")" 2>/dev/null)"
+    if alive "$p" "$1"; then echo "$p"; else pgrep -x "$1" 2>/dev/null | head -n 1; fi
+}
 
 record() { # record NAME PID
     mkdir -p "$STATE_DIR"

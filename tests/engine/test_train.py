@@ -38,7 +38,8 @@ def _cfg(test_data_config):
 @pytest.fixture(scope="module")
 def full_run(sharded, workspace, test_data_config, tmp_path_factory):
     """An uninterrupted tiny run of fold 1: (run dir, result)."""
-    train = pytest.importorskip("pipeline.engine.train")
+    from pipeline.engine import train
+
     run_dir = tmp_path_factory.mktemp("runs") / "full" / "fold1"
     result = train.train_fold(_cfg(test_data_config), workspace, run_dir=run_dir)
     return run_dir, result

@@ -16,8 +16,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_every_stage_then_reuses_them(tmp_path):
-    for stage in ("pipeline.prep.run", "pipeline.store.shard", "pipeline.store.cache", "pipeline.engine.train", "pipeline.engine.evaluate"):
-        pytest.importorskip(stage)
     workdir = tmp_path / "work"
     args = ["--workdir", str(workdir), "demo", "--clips-per-class", "5", "--seconds", "1.0", "--epochs", "2"]
     result = runner.invoke(cli.app, args)

@@ -15,12 +15,9 @@ from pipeline.core.config import tiny
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import Workspace
+from pipeline.experiments.jobs import TrainJob, job_kwargs, resolve_sweep_config, slurm_parameters
 from pipeline.experiments.sweep import (
-    TrainJob,
-    job_kwargs,
-    resolve_sweep_config,
-    slurm_parameters,
-    sweep_command,
+    run_sweep,
     sweep_report,
     sweep_status,
 )
@@ -68,7 +65,7 @@ def test_slurm_submission_is_one_array_with_the_requested_resources(tmp_path, sl
     base, section = resolve_sweep_config("tiny", cfg_file, ["model.latent_dim=16"], {"dataset": "synth"})
     assert base.train.epochs == 3 and base.model.latent_dim == 16 and section["partition"] == "gpu-long"
 
-    out = sweep_command(target=["fusion"], list_presets=False, dataset="synth", folds="1", executor="slurm",
+    out = run_sweep("fusion", dataset="synth", folds="1", executor="slurm",
                         base_config=base, preset_name="tiny", workspace=ws, rows="add,bottleneck",
                         slurm={"gpus": 2, "time_min": 90, "array_parallelism": 1, "cpus": None},
                         sweep_section=section)
@@ -105,7 +102,7 @@ def test_slurm_submission_is_one_array_with_the_requested_resources(tmp_path, sl
     assert states == {"fusion-add-tiny/fold1": "running", "fusion-bottleneck-tiny/fold1": "queued"}
 
     # re-submission while they are queued/running submits nothing
-    again = sweep_command(target=["fusion"], list_presets=False, dataset="synth", folds="1", executor="slurm",
+    again = run_sweep("fusion", dataset="synth", folds="1", executor="slurm",
                           base_config=base, preset_name="tiny", workspace=ws, rows="add,bottleneck", slurm={})
     assert "2 queued/running" in again["text"] and len(slurm_env.read_text().splitlines()) == 1
 
@@ -114,7 +111,7 @@ def test_status_maps_finished_failed_and_missing_jobs(tmp_path, slurm_env):
     import submitit
 
     ws = Workspace(tmp_path / "work", tmp_path / "manifests")
-    sweep_command(target=["modality"], list_presets=False, dataset="synth", folds="1", executor="slurm",
+    run_sweep("modality", dataset="synth", folds="1", executor="slurm",
                   base_config=_tiny_synth_base(), preset_name="tiny", workspace=ws, rows="audio,vision", slurm={})
     state = json.loads((ws.sweeps_dir("synth") / "modality-tiny" / "jobs.json").read_text())
     audio, vision = state["jobs"]["modality-audio-tiny/fold1"], state["jobs"]["modality-vision-tiny/fold1"]
@@ -209,9 +206,9 @@ def _sweep_base(tiny_config, epochs: int):
 
 def test_local_sweep_runs_two_jobs_then_skips_them(sharded, workspace, tiny_config):
     base = _sweep_base(tiny_config, epochs=1)
-    kwargs = dict(target=["fusion"], list_presets=False, dataset="synth", folds="1", executor="local",
+    kwargs = dict(experiment_name="fusion", dataset="synth", folds="1", executor="local",
                   base_config=base, preset_name="tiny", workspace=workspace, rows="none,bottleneck", slurm={})
-    out = sweep_command(**kwargs)
+    out = run_sweep(**kwargs)
     assert out["failed"] == 0, out["text"]
     sweep = workspace.sweeps_dir("synth") / "fusion-tiny"
     state = json.loads((sweep / "jobs.json").read_text())
@@ -226,14 +223,14 @@ def test_local_sweep_runs_two_jobs_then_skips_them(sharded, workspace, tiny_conf
     assert all(r["state"] == "done" for r in sweep_status(workspace, "synth", "fusion-tiny"))
     assert "| Fusion Bottleneck (ours) | 1/1 |" in out["text"] and (sweep / "report.png").exists()
 
-    again = sweep_command(**kwargs)  # re-submission: both finished, nothing runs
+    again = run_sweep(**kwargs)  # re-submission: both finished, nothing runs
     assert "0 to run, 2 done" in again["text"]
     state2 = json.loads((sweep / "jobs.json").read_text())
     assert {k: e["job_id"] for k, e in state2["jobs"].items()} == ids
 
     changed = _sweep_base(tiny_config, epochs=2)  # a finished run with another config is not silently reused
     with pytest.raises(MMAError, match="different config.*train.epochs"):
-        sweep_command(**{**kwargs, "base_config": changed})
+        run_sweep(**{**kwargs, "base_config": changed})
 
 
 def test_preempted_local_job_requeues_and_resumes_from_last_pt(sharded, workspace, tiny_config, tmp_path):
@@ -244,7 +241,8 @@ def test_preempted_local_job_requeues_and_resumes_from_last_pt(sharded, workspac
 
     from pipeline.core.io import read_jsonl
     from pipeline.experiments.presets import expand, get_experiment
-    from pipeline.experiments.sweep import local_executor, slurm_parameters
+    from pipeline.experiments.executors import local_executor
+    from pipeline.experiments.jobs import slurm_parameters
 
     base = _sweep_base(tiny_config, epochs=3)
     job = expand(get_experiment("fusion"), base, workspace, folds=[1], preset_name="tiny")[3]  # ADD row

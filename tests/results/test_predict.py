@@ -14,7 +14,8 @@ import cli
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An mma checkpoint of an (untrained) tiny model for 4 synth classes."""
-    mdl = pytest.importorskip("model")
+    import model as mdl
+
     from model.checkpoint import save_model_checkpoint
     from pipeline.core.config import tiny, to_dict
     from pipeline.data.datasets import MAFW_CLASSES

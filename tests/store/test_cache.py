@@ -137,3 +137,35 @@ def test_resume_and_cli(cached, tmp_path):
     assert json.loads(result.stdout[result.stdout.index("{"):])["up_to_date"] is True
     result = CliRunner().invoke(app, [*args, "--image-size", "48"])
     assert result.exit_code != 0 and "model.image_size" in result.output and "--force" in result.output
+
+
+def test_failed_cache_shard_is_not_done_and_is_retried(cached, tmp_path):
+    import shutil
+
+    from cli import app
+
+    src_ws, _, _ = cached
+    ws = Workspace(tmp_path / "work", src_ws.manifest_dir)
+    shutil.copytree(src_ws.workdir, ws.workdir)
+    index = json.loads((ws.shards_dir("fake") / "index.json").read_text())
+    shard = ws.shards_dir("fake") / index["shards"][1]["name"]
+    good = shard.read_bytes()
+    shard.write_bytes(good[: len(good) // 3])  # truncated mid-member
+    args = ["--workdir", str(ws.workdir), "--manifests", str(ws.manifest_dir), "cache", "fake", "--preset", "tiny",
+            "--set", "data.crop_size=48", "--set", "data.shard_max_clips=2", "--cluster", "serial"]
+    result = CliRunner().invoke(app, [*args, "--force"])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: cache unfinished: 1 shard(s) failed") and shard.name in last, last
+    import zarr
+
+    root = zarr.open_group(str(ws.cache_path("fake")), mode="r")
+    assert not root["shard_done"][1] and bool(root["shard_done"][0])
+    with pytest.raises(MMAError, match="unfinished"):
+        check_cache_matches(fake_config(), ws)
+
+    shard.write_bytes(good)  # the shard is repaired: a plain rerun retries only it
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["complete"] and summary["shards_done_now"] == 1 and summary["failed_shards"] == []

@@ -1,0 +1,107 @@
+"""What one sweep job is: the submitit job that trains a fold, its arguments, and the sweep's
+configuration (the run config plus the SLURM parameters of a config file's `sweep:` section).
+
+A `TrainJob` is a `submitit.helpers.Checkpointable`: it calls `pipeline.engine.train.train_fold`
+in `mma train`'s run directory; when SLURM preempts it or its time runs out, submitit calls
+`checkpoint()`, which requeues the same job with `resume=True`, so it continues from `last.pt`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import submitit
+
+from pipeline.core.config import RunConfig, apply_overrides, from_dict, load_config_file, preset, to_dict
+from pipeline.core.errors import MMAError
+from pipeline.core.paths import Workspace
+from pipeline.experiments.presets import Job
+
+log = logging.getLogger(__name__)
+
+# SLURM job parameters: defaults < config file `sweep:` section < CLI options.
+SLURM_DEFAULTS: dict[str, Any] = {
+    "partition": None,
+    "gpus": 1,
+    "cpus": 8,
+    "mem_gb": 64,
+    "time_min": 600,
+    "array_parallelism": 16,
+    "max_num_timeout": 3,
+    "signal_delay_s": 120,
+    "account": None,
+    "qos": None,
+    "constraint": None,
+    "setup": None,
+}
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """Train one fold in a submitit job; on preemption or timeout, requeue itself with resume=True."""
+
+    def __call__(self, *, config: dict[str, Any], workdir: str, manifest_dir: str, run_dir: str,
+                 resume: bool = False, force: bool = False) -> dict[str, Any]:
+        from pipeline.core.logs import setup_logging
+        from pipeline.engine.train import train_fold
+
+        setup_logging(logging.INFO)
+        cfg = from_dict(config, base=RunConfig())
+        ws = Workspace(Path(workdir), Path(manifest_dir))
+        resume = not force and (resume or (Path(run_dir) / "last.pt").exists())
+        log.info("sweep job: %s fold %d -> %s (resume=%s, force=%s)", cfg.name, cfg.fold, run_dir, resume, force)
+        return train_fold(cfg, ws, run_dir=run_dir, resume=resume, force=force)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """The requeued job continues from last.pt (never restarts from scratch, even under --force)."""
+        kwargs.update(resume=True, force=False)
+        return submitit.helpers.DelayedSubmission(TrainJob(), *args, **kwargs)
+
+
+def job_kwargs(job: Job, ws: Workspace, *, force: bool = False) -> dict[str, Any]:
+    """The keyword arguments a TrainJob is submitted with (plain data: paths absolute, config a dict)."""
+    return {"config": to_dict(job.config), "workdir": str(Path(ws.workdir).absolute()),
+            "manifest_dir": str(Path(ws.manifest_dir).absolute()), "run_dir": str(Path(job.run_dir).absolute()),
+            "resume": False, "force": force}
+
+
+def resolve_sweep_config(preset_name: str, config_file: str | Path | None, set_overrides: list[str] | None,
+                         overrides: Mapping[str, Any] | None = None) -> tuple[RunConfig, dict[str, Any]]:
+    """Like `resolve_config` (preset -> file -> --set -> flags), but a `sweep:` section of the file is
+    split off and returned as the SLURM parameters of the sweep."""
+    cfg = preset(preset_name)
+    section: dict[str, Any] = {}
+    if config_file is not None:
+        data = load_config_file(config_file)
+        section = data.pop("sweep", None) or {}
+        if not isinstance(section, dict):
+            raise MMAError(f"{config_file}: the sweep section must be a mapping (partition, gpus, ...)")
+        unknown = sorted(set(section) - set(SLURM_DEFAULTS))
+        if unknown:
+            raise MMAError(f"{config_file}: unknown key(s) sweep.{', sweep.'.join(unknown)}; "
+                           f"known: {', '.join(SLURM_DEFAULTS)}")
+        from_dict(data, base=cfg)
+    if set_overrides:
+        apply_overrides(cfg, set_overrides)
+    if overrides:
+        apply_overrides(cfg, dict(overrides))
+    cfg.model.validate()
+    return cfg, section
+
+
+def slurm_parameters(cli: Mapping[str, Any] | None = None, section: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """SLURM parameters: defaults, then the config's `sweep:` section, then CLI options that were given."""
+    params = dict(SLURM_DEFAULTS)
+    params.update({k: v for k, v in (section or {}).items() if k in SLURM_DEFAULTS})
+    params.update({k: v for k, v in (cli or {}).items() if v is not None})
+    for key in ("gpus", "cpus", "mem_gb", "time_min", "array_parallelism", "max_num_timeout", "signal_delay_s"):
+        try:
+            params[key] = int(params[key])
+        except (TypeError, ValueError):
+            raise MMAError(f"sweep.{key}={params[key]!r} is not an integer") from None
+        if params[key] < 0 or (key in ("cpus", "time_min", "array_parallelism") and params[key] == 0):
+            raise MMAError(f"sweep.{key}={params[key]} is out of range")
+    if isinstance(params["setup"], str):
+        params["setup"] = [params["setup"]]
+    return params
