@@ -106,6 +106,53 @@ def _check_prep_config(path: Path, settings: dict[str, Any], digest: str, force:
                    "use --force to redo it, or another --workdir")
 
 
+def _plan_clips(scope: list[dict[str, Any]], clips_dir: Path, digest: str,
+                force: bool) -> tuple[dict[str, dict], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(finished clips' meta by id, rows to process, rows the manifest marks unusable)."""
+    done: dict[str, dict] = {}
+    todo: list[dict[str, Any]] = []
+    unusable: list[dict[str, Any]] = []
+    for r in scope:
+        if not r["usable"]:
+            unusable.append(r)
+            continue
+        meta = None if force else clip_is_done(clips_dir / r["clip_id"], digest, r["clip_id"])
+        if meta is not None:
+            done[r["clip_id"]] = meta
+        else:
+            todo.append(r)
+    return done, todo, unusable
+
+
+def _reset_ledger(failures_path: Path, todo: list[dict[str, Any]], unusable: list[dict[str, Any]],
+                  done: dict[str, dict]) -> None:
+    """Drop old failures of the clips this run retries (or found done); record the unusable rows again."""
+    retried = {r["clip_id"] for r in todo} | {r["clip_id"] for r in unusable} | set(done)
+    kept = [f for f in read_jsonl(failures_path) if f.get("clip_id") not in retried]
+    atomic_write_text(failures_path, "".join(json.dumps(f) + "\n" for f in kept))
+    for r in unusable:
+        append_jsonl(failures_path, {"clip_id": r["clip_id"], "stage": "manifest", "error": r["problem"],
+                                     "video": r["video"]})
+
+
+def _process(task: Any, todo: list[dict[str, Any]], spec: Any, failures_path: Path, label: str) -> None:
+    """Run the clip task over `todo` on Dask; each clip that fails is appended to the ledger as it returns."""
+    from pipeline.prep.cluster import map_tasks, open_client
+
+    def on_result(row: dict, result: dict) -> None:
+        if result["ok"]:
+            return
+        record = {"clip_id": row["clip_id"], "stage": result["stage"], "error": result["error"], "video": row["video"]}
+        append_jsonl(failures_path, record)
+        log.warning("clip %s failed at %s: %s", row["clip_id"], result["stage"], result["error"])
+
+    def on_error(row: dict, exc: BaseException) -> None:  # the worker process died on this clip
+        on_result(row, {"ok": False, "stage": "worker", "error": f"worker died ({type(exc).__name__}: {exc})"})
+
+    with open_client(spec) as client:
+        map_tasks(task, todo, client, description=label, unit="clips", on_result=on_result, on_error=on_error)
+
+
 def run_prep(
     dataset: str,
     root: str | Path,
@@ -130,7 +177,7 @@ def run_prep(
     settings clash); per-clip failures go to failures.jsonl and the run goes on.
     """
     from pipeline.data.manifest import build_manifest
-    from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
+    from pipeline.prep.cluster import ClusterSpec
 
     check_prep_settings(data_cfg)
     root = Path(root)
@@ -152,46 +199,16 @@ def run_prep(
     if stale:
         log.info("removed %d unfinished clip folders left by an interrupted run", stale)
 
-    done: dict[str, dict] = {}
-    todo: list[dict[str, Any]] = []
-    unusable: list[dict[str, Any]] = []
-    for r in scope:
-        if not r["usable"]:
-            unusable.append(r)
-            continue
-        meta = None if force else clip_is_done(clips_dir / r["clip_id"], digest, r["clip_id"])
-        if meta is not None:
-            done[r["clip_id"]] = meta
-        else:
-            todo.append(r)
+    done, todo, unusable = _plan_clips(scope, clips_dir, digest, force)
     log.info("prep %s: %d clips in scope, %d already done, %d to process, %d unusable in the manifest",
              dataset, len(scope), len(done), len(todo), len(unusable))
-
     failures_path = prep_dir / "failures.jsonl"
-    retried = {r["clip_id"] for r in todo} | {r["clip_id"] for r in unusable} | set(done)
-    kept = [f for f in read_jsonl(failures_path) if f.get("clip_id") not in retried]
-    atomic_write_text(failures_path, "".join(json.dumps(f) + "\n" for f in kept))
-    for r in unusable:
-        append_jsonl(failures_path, {"clip_id": r["clip_id"], "stage": "manifest", "error": r["problem"],
-                                     "video": r["video"]})
-
-    def on_result(row: dict, result: dict) -> None:
-        if result["ok"]:
-            return
-        record = {"clip_id": row["clip_id"], "stage": result["stage"], "error": result["error"], "video": row["video"]}
-        append_jsonl(failures_path, record)
-        log.warning("clip %s failed at %s: %s", row["clip_id"], result["stage"], result["error"])
-
-    def on_error(row: dict, exc: BaseException) -> None:  # the worker process died on this clip
-        on_result(row, {"ok": False, "stage": "worker", "error": f"worker died ({type(exc).__name__}: {exc})"})
-
+    _reset_ledger(failures_path, todo, unusable, done)
     if todo:
         task = functools.partial(_prep_task, clips_dir=str(clips_dir), data=to_dict(data_cfg), device=device,
                                  threads=threads_per_worker if cluster != "serial" else None)
         spec = ClusterSpec(kind=cluster, workers=workers, threads_per_worker=threads_per_worker, slurm=slurm or {})
-        with open_client(spec) as client:
-            map_tasks(task, todo, client, description=f"prep {dataset}", unit="clips",
-                      on_result=on_result, on_error=on_error)
+        _process(task, todo, spec, failures_path, f"prep {dataset}")
 
     summary = _summarise(dataset, root, ws, scope, clips_dir, digest, failures_path, data_cfg)
     summary.update(skipped=len(done), processed=len(todo), seconds=round(time.perf_counter() - start, 2),

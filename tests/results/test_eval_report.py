@@ -43,7 +43,7 @@ def test_report_flags_missing_and_unfinished_folds(tmp_path, workspace):
     assert "INCOMPLETE: 3/5 folds" in md and "fold5: missing" in md and "1 epoch(s) logged" in md
     rows = list(csv.reader((runs / "report.csv").open()))
     assert rows[0][:5] == ["row", "uar", "war", "uar_2clip", "war_2clip"]
-    assert rows[1][0] == "mean" and rows[1][1] == "" and rows[1][5] == "incomplete"
+    assert rows[1][0] == "mean" and rows[1][1] == "" and rows[1][6] == "incomplete"
     assert rows[2][:5] == ["fold1", "50.0000", "60.0000", "52.0000", "61.0000"]
 
 
