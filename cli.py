@@ -220,6 +220,9 @@ def synth(
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each clip in seconds.")] = 2.0,
     classes: Annotated[int, typer.Option("--classes", help="Number of classes (first K of the dataset's).")] = 4,
     with_faults: Annotated[bool, typer.Option("--with-faults", help="Add faulty clips real datasets contain.")] = False,
+    published_ids: Annotated[
+        bool, typer.Option("--published-ids", help="Ids, labels and folds of clips of the published split.")
+    ] = False,
     force: ForceOpt = False,
 ) -> None:
     """Write a small labelled audio-visual dataset in the real MAFW (or DFEW) layout."""
@@ -234,6 +237,7 @@ def synth(
         with_faults=with_faults,
         seed=1 if seed is None else seed,
         force=force,
+        published_ids=published_ids,
     )
     _print_json(summary)
 

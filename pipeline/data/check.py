@@ -41,7 +41,7 @@ TITLES = {
     "unreadable": "video does not open",
     "label_differs": "label differs from the published split",
     "fold_differs": "test fold differs from the published split",
-    "not_in_copy": "published clips not in this copy",
+    "not_in_copy": "published clips not in this copy (a subset)",
     "not_published": "listed clips not in the published split",
     "unlisted_on_disk": "videos on disk in no split file",
     "split_file_problems": "clips with split-file problems",
