@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -20,6 +21,7 @@ from typing_extensions import Annotated
 
 from pipeline.core.errors import USER_ERRORS, MMAError
 from pipeline.core.paths import Workspace
+from pipeline.core.project import ProjectFile
 
 app = typer.Typer(
     name="mma",
@@ -41,6 +43,7 @@ class State:
     workspace: Workspace
     seed: Optional[int]
     log_level: str
+    project: ProjectFile = dataclasses.field(default_factory=ProjectFile)
 
 
 def _state(ctx: typer.Context) -> State:
@@ -74,8 +77,16 @@ def _print_json(obj: Any) -> None:
 
 # --------------------------------------------------------------------------- shared options
 
-PresetOpt = Annotated[str, typer.Option("--preset", help="Model/training preset: paper | tiny.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file (sections model/data/train).")]
+PresetOpt = Annotated[
+    Optional[str], typer.Option("--preset", help="Model/training preset: paper | tiny (default: mma.yaml's, else paper).")
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="YAML/JSON config file (sections model/data/train; mma.yaml's keys).")
+]
+DatasetArg = Annotated[
+    Optional[str],
+    typer.Argument(help="dfew | mafw | synth (default: mma.yaml's `dataset`, else the only one prepared).", show_default=False),
+]
 SetOpt = Annotated[
     Optional[List[str]], typer.Option("--set", help="Override any field: section.field=value (repeatable).")
 ]
@@ -98,15 +109,34 @@ MixedOpt = Annotated[bool, typer.Option(
     "--mixed", help="Average folds whose data or model provenance (or training source) differ.")]
 
 
+def _stage_config(config_file: Optional[Path]) -> ProjectFile:
+    from pipeline.core.project import load_stage_config
+
+    return load_stage_config(config_file) if config_file is not None else ProjectFile()
+
+
+def _preset(ctx: typer.Context, preset_name: Optional[str], config_file: Optional[Path]) -> str:
+    """--preset, else the --config file's `preset`, else the project file's, else paper."""
+    return preset_name or _stage_config(config_file).preset or _state(ctx).project.preset or "paper"
+
+
+def _dataset(ctx: typer.Context, dataset: Optional[str], config_file: Optional[Path] = None) -> str:
+    """Named, else the --config file's `dataset`, else mma.yaml's, else the only one prepared (one-line error)."""
+    from pipeline.core.project import resolve_dataset
+
+    state = _state(ctx)
+    return resolve_dataset(dataset or _stage_config(config_file).dataset, state.project, state.workspace)
+
+
 def _run_config(
     ctx: typer.Context,
-    preset_name: str,
+    preset_name: Optional[str],
     config_file: Optional[Path],
     set_overrides: Optional[List[str]],
     dataset: Optional[str] = None,
     **flags: Any,
 ) -> Any:
-    """Resolve preset -> file -> --set -> explicit flags; the global --seed wins for train.seed."""
+    """Resolve preset < mma.yaml < --config file < --set < explicit flags; the global --seed wins for train.seed."""
     from pipeline.core.config import resolve_config
 
     overrides = {k: v for k, v in flags.items() if v is not None}
@@ -115,7 +145,8 @@ def _run_config(
         overrides["train.seed"] = seed
     if dataset is not None:
         overrides["dataset"] = dataset
-    return resolve_config(preset_name, config_file, overrides, set_overrides)
+    layers = [_state(ctx).project.config_layer(), _stage_config(config_file).config_layer()]
+    return resolve_config(_preset(ctx, preset_name, config_file), None, overrides, set_overrides, layers=layers)
 
 
 def _model_flags(
@@ -147,11 +178,18 @@ def _model_flags(
 def main_callback(
     ctx: typer.Context,
     workdir: Annotated[
-        Path, typer.Option("--workdir", envvar="MMA_WORKDIR", help="Where every stage writes.")
-    ] = Path("work"),
+        Optional[Path],
+        typer.Option("--workdir", envvar="MMA_WORKDIR", help="Where every stage writes (default: mma.yaml's, else ./work)."),
+    ] = None,
     manifests: Annotated[
-        Path, typer.Option("--manifests", envvar="MMA_MANIFESTS", help="Folder of dataset manifests.")
-    ] = Path("data_manifests"),
+        Optional[Path],
+        typer.Option("--manifests", envvar="MMA_MANIFESTS",
+                     help="Folder of dataset manifests (default: mma.yaml's, else ./data_manifests)."),
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", envvar="MMA_CONFIG", help="Project file (default: ./mma.yaml when there is one)."),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (overrides the config's).")] = None,
 ) -> None:
@@ -162,7 +200,13 @@ def main_callback(
     from pipeline.core.logs import setup_logging
 
     setup_logging(level)
-    ctx.obj = State(Workspace(workdir, manifests), seed, log_level.upper())
+    from pipeline.core.project import load_project, project_workspace
+
+    try:
+        project = load_project(config)
+    except USER_ERRORS as exc:
+        _fail(str(exc).splitlines()[0], exc.exit_code)
+    ctx.obj = State(project_workspace(project, workdir, manifests), seed, log_level.upper(), project)
 
 
 # --------------------------------------------------------------------------- data stages
@@ -178,6 +222,9 @@ def synth(
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each clip in seconds.")] = 2.0,
     classes: Annotated[int, typer.Option("--classes", help="Number of classes (first K of the dataset's).")] = 4,
     with_faults: Annotated[bool, typer.Option("--with-faults", help="Add faulty clips real datasets contain.")] = False,
+    published_ids: Annotated[
+        bool, typer.Option("--published-ids", help="Ids, labels and folds of clips of the published split.")
+    ] = False,
     force: ForceOpt = False,
 ) -> None:
     """Write a small labelled audio-visual dataset in the real MAFW (or DFEW) layout."""
@@ -192,8 +239,56 @@ def synth(
         with_faults=with_faults,
         seed=1 if seed is None else seed,
         force=force,
+        published_ids=published_ids,
     )
     _print_json(summary)
+
+
+@app.command()
+@delegates
+def init(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="Folder holding your DFEW/MAFW copies (searched 2 levels down).")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing mma.yaml.")] = False,
+) -> None:
+    """Write a commented project file mma.yaml here for the datasets found under FOLDER."""
+    from pipeline.data.project_init import write_project_file
+
+    out = write_project_file(folder, force=force)
+    typer.echo(f"wrote {out['project_file']}")
+    for name, root in out["datasets"].items():
+        typer.echo(f"  {name}: {root}")
+    if not out["datasets"]:
+        typer.echo(f"no DFEW or MAFW root found under {folder}: set datasets: in {out['project_file']}")
+    else:
+        first = out["dataset"] or next(iter(out["datasets"]))
+        typer.echo(f"next: mma check {first}, then mma prep {first}")
+
+
+@app.command()
+@delegates
+def check(
+    ctx: typer.Context,
+    dataset: DatasetArg = None,
+    root: Annotated[
+        Optional[Path], typer.Option("--root", help="Dataset root folder (default: mma.yaml's datasets.<name>.root).")
+    ] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Threads opening videos.")] = None,
+) -> None:
+    """Compare your copy with the published split: missing, unreadable, relabelled clips (exit 1), subsets."""
+    from rich.console import Console
+
+    from pipeline.core.project import dataset_root
+    from pipeline.data.check import check_dataset, check_table
+
+    state = _state(ctx)
+    dataset = _dataset(ctx, dataset)
+    result = check_dataset(dataset, dataset_root(dataset, root, state.project), state.workspace, workers=workers)
+    Console().print(check_table(result))
+    typer.echo(result["summary"])
+    typer.echo(f"written: {state.workspace.dataset_dir(dataset) / 'check.json'}")
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -201,7 +296,9 @@ def synth(
 def prep(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
-    root: Annotated[Path, typer.Option("--root", help="Dataset root folder (as distributed).")],
+    root: Annotated[
+        Optional[Path], typer.Option("--root", help="Dataset root folder, as distributed (default: mma.yaml's datasets.<name>.root).")
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Dask workers.")] = 2,
     threads_per_worker: Annotated[int, typer.Option("--threads-per-worker", help="Threads per Dask worker.")] = 1,
     cluster: Annotated[str, typer.Option("--cluster", help="local | slurm | serial.")] = "local",
@@ -222,10 +319,13 @@ def prep(
     force: ForceOpt = False,
 ) -> None:
     """Manifests, face crops and log-mel spectrograms for every clip (Dask, resumable)."""
+    from pipeline.core.project import dataset_root
     from pipeline.prep.run import parse_max_failed, run_prep
+
+    root = dataset_root(dataset, root, _state(ctx).project)
     cfg = _run_config(
         ctx,
-        "paper",
+        None,
         config,
         set_,
         dataset=dataset,
@@ -267,15 +367,16 @@ def prep(
 @delegates
 def shard(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
+    dataset: DatasetArg = None,
     max_clips: Annotated[Optional[int], typer.Option("--max-clips", help="Clips per shard at most.")] = None,
     max_bytes: Annotated[Optional[int], typer.Option("--max-bytes", help="Bytes per shard at most.")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Pack prep results into WebDataset tar shards grouped by test fold."""
     from pipeline.store.shard import run_shard
+    dataset = _dataset(ctx, dataset)
     cfg = _run_config(
-        ctx, "paper", None, None, dataset=dataset, **{"data.shard_max_clips": max_clips, "data.shard_max_bytes": max_bytes}
+        ctx, None, None, None, dataset=dataset, **{"data.shard_max_clips": max_clips, "data.shard_max_bytes": max_bytes}
     )
     index = run_shard(dataset, _state(ctx).workspace, cfg.data, force=force)
     folds = {k: v["clips"] for k, v in index["folds"].items()}
@@ -288,8 +389,8 @@ def shard(
 @delegates
 def cache(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
-    preset_name: PresetOpt = "paper",
+    dataset: DatasetArg = None,
+    preset_name: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     image_size: ImageSizeOpt = None,
@@ -307,7 +408,7 @@ def cache(
         preset_name,
         config,
         set_,
-        dataset=dataset,
+        dataset=_dataset(ctx, dataset, config),
         **{
             "model.image_size": image_size,
             "data.cache_views": views,
@@ -333,9 +434,9 @@ def cache(
 @delegates
 def train(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
-    fold: Annotated[int, typer.Option("--fold", min=1, max=5, help="Test fold k (1..5).")],
-    preset_name: PresetOpt = "paper",
+    dataset: DatasetArg = None,
+    fold: Annotated[int, typer.Option("--fold", min=1, max=5, help="Test fold k (1..5).")] = ...,
+    preset_name: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     image_size: ImageSizeOpt = None,
@@ -367,7 +468,7 @@ def train(
         preset_name,
         config,
         set_,
-        dataset=dataset,
+        dataset=_dataset(ctx, dataset, config),
         fold=fold,
         name=name,
         vision_ckpt=str(vision_ckpt) if vision_ckpt else None,
@@ -393,11 +494,13 @@ def train(
 @delegates
 def eval_(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
-    fold: Annotated[int, typer.Option("--fold", min=1, max=5, help="Test fold k (1..5).")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="last.pt of a run, or the authors' file.")],
+    dataset: DatasetArg = None,
+    fold: Annotated[int, typer.Option("--fold", min=1, max=5, help="Test fold k (1..5).")] = ...,
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", help="last.pt of a run, or the authors' file (default: the fold's run).")
+    ] = None,
     official: Annotated[bool, typer.Option("--official", help="Checkpoint is in the authors' layout.")] = False,
-    preset_name: PresetOpt = "paper",
+    preset_name: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     image_size: ImageSizeOpt = None,
@@ -413,13 +516,18 @@ def eval_(
         preset_name,
         config,
         set_,
-        dataset=dataset,
+        dataset=_dataset(ctx, dataset, config),
         fold=fold,
         vision_ckpt=str(vision_ckpt) if vision_ckpt else None,
         audio_ckpt=str(audio_ckpt) if audio_ckpt else None,
         **{"model.image_size": image_size, "train.source": source},
     )
     from pipeline.engine.evaluate import evaluate_checkpoint as evaluate
+    if checkpoint is None:
+        checkpoint = _state(ctx).workspace.run_dir(cfg.dataset, cfg.name, cfg.fold) / "last.pt"
+        if not checkpoint.is_file():
+            raise MMAError(f"{checkpoint}: no checkpoint for fold {cfg.fold}; train it with "
+                           f"`mma train {cfg.dataset} --fold {cfg.fold}` or pass --checkpoint")
     result = evaluate(cfg, _state(ctx).workspace, checkpoint, official=official, out_dir=out,
                       allow_partial=allow_partial)
     _print_json({k: result[k] for k in ("uar", "war", "uar_2clip", "war_2clip", "fold") if k in result})
@@ -429,7 +537,7 @@ def eval_(
 @delegates
 def report(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(help="dfew | mafw | synth")],
+    dataset: DatasetArg = None,
     runs: Annotated[Optional[Path], typer.Option("--runs", help="Folder holding fold1..fold5 run dirs.")] = None,
     allow_partial: AllowPartialOpt = False,
     mixed: MixedOpt = False,
@@ -437,7 +545,8 @@ def report(
     """Average the 5 folds into the paper's table (markdown + csv); flags missing folds."""
     from pipeline.results.report import make_report
 
-    table = make_report(dataset, _state(ctx).workspace, runs_dir=runs, allow_partial=allow_partial, mixed=mixed)
+    table = make_report(_dataset(ctx, dataset), _state(ctx).workspace, runs_dir=runs, allow_partial=allow_partial,
+                        mixed=mixed)
     typer.echo(table["markdown"])
     if table["refused"]:
         for reason in table["refused"]:
@@ -480,11 +589,13 @@ def sweep(
     ctx: typer.Context,
     target: Annotated[Optional[List[str]], typer.Argument(help="PRESET | status [PRESET] | report PRESET")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the paper's experiment presets.")] = False,
-    dataset: Annotated[str, typer.Option("--dataset", help="dfew | mafw | synth")] = "dfew",
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", help="dfew | mafw | synth (default: mma.yaml's, else the only one prepared).")
+    ] = None,
     folds: Annotated[Optional[str], typer.Option("--folds", help="Comma-separated folds (default: the preset's).")] = None,
     rows: Annotated[Optional[str], typer.Option("--rows", help="Only these rows of the preset (comma-separated keys).")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local | slurm.")] = "local",
-    preset_name: Annotated[Optional[str], typer.Option("--preset", help="Model/training preset: paper | tiny [paper].")] = None,
+    preset_name: PresetOpt = None,
     config: Annotated[
         Optional[Path], typer.Option("--config", help="YAML/JSON config (model/data/train, and sweep: SLURM options).")
     ] = None,
@@ -505,13 +616,15 @@ def sweep(
 ) -> None:
     """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
     from pipeline.experiments import sweep as sweeps
+    from pipeline.experiments.jobs import SLURM_DEFAULTS
 
     ws = _state(ctx).workspace
-    preset_given = preset_name is not None
-    preset_name = preset_name or "paper"
-    if list_:
-        typer.echo(sweeps.format_list(dataset))
+    if list_:  # needs no dataset
+        typer.echo(sweeps.format_list(dataset or _state(ctx).project.dataset or "dfew"))
         return
+    dataset = _dataset(ctx, dataset, config)
+    preset_given = bool(preset_name or _stage_config(config).preset or _state(ctx).project.preset)
+    preset_name = _preset(ctx, preset_name, config)
     verb, args = (target[0], target[1:]) if target else (None, [])
     if verb is None:
         raise MMAError(f"mma sweep: give PRESET ({', '.join(sweeps.EXPERIMENTS)}), `status [PRESET]` or "
@@ -536,10 +649,14 @@ def sweep(
         return
     if args:
         raise MMAError(f"mma sweep: unexpected arguments after {verb!r}: {' '.join(args)}")
-    overrides: dict[str, Any] = {"dataset": dataset, "train.source": source}
-    if _state(ctx).seed is not None:
-        overrides["train.seed"] = _state(ctx).seed
-    base_config, sweep_section = sweeps.resolve_sweep_config(preset_name, config, set_, overrides)
+    base_config = _run_config(ctx, preset_name, config, set_, dataset=dataset, **{"train.source": source})
+    sweep_section: dict[str, Any] = {}
+    for layer in (_state(ctx).project, _stage_config(config)):  # mma.yaml's sweep:, then --config's
+        unknown = sorted(set(layer.sweep) - set(SLURM_DEFAULTS))
+        if unknown:
+            raise MMAError(f"{layer.path}: unknown key(s) sweep.{', sweep.'.join(unknown)}; "
+                           f"known: {', '.join(SLURM_DEFAULTS)}")
+        sweep_section.update(layer.sweep)
     out = sweeps.run_sweep(
         verb,
         dataset=dataset,
@@ -597,8 +714,11 @@ def demo(
 @delegates
 def model_summary(
     ctx: typer.Context,
-    preset_name: PresetOpt = "paper",
-    dataset: Annotated[str, typer.Option("--dataset", help="dfew | mafw (sets the class count).")] = "dfew",
+    preset_name: PresetOpt = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option("--dataset", help="dfew | mafw, sets the class count (default: mma.yaml's, the only one prepared, else dfew)."),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     image_size: ImageSizeOpt = None,
@@ -622,6 +742,11 @@ def model_summary(
         set_,
         **_model_flags(image_size, latent_dim, fusion, temporal, ita_dim, prompts, prompt_introductions, modality),
     )
+    if dataset is None:
+        try:
+            dataset = _dataset(ctx, None, config)
+        except MMAError:  # nothing named, configured or prepared: the class count of DFEW, as before
+            dataset = "dfew"
     if dataset in ("dfew", "mafw"):
         cfg.model.num_classes = dataset_spec(dataset).num_classes
     summary = summarize(cfg.model)

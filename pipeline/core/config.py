@@ -1,7 +1,7 @@
 """Typed run configuration (data, model, train, run), presets, file loading and overrides.
 
-Precedence, lowest first: preset function -> config file (YAML or JSON) -> CLI overrides
-(`section.field=value` strings or explicit flags). `resolve_config` applies all three and
+Precedence, lowest first: preset function -> project file `mma.yaml` (pipeline.core.project)
+-> config file (YAML or JSON) -> CLI overrides (`section.field=value` strings or explicit flags). `resolve_config` applies all three and
 `save_resolved_config` writes the result next to a run's outputs.
 """
 
@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from model.config import ModelConfig
 from pipeline.core.errors import ConfigError
@@ -309,9 +309,13 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | list[str] | None = None,
     set_overrides: list[str] | None = None,
+    layers: Sequence[Mapping[str, Any]] = (),
 ) -> RunConfig:
-    """Preset, then file, then explicit overrides; every section is validated."""
+    """Preset, then `layers` (the project file's, then a stage --config file's: see
+    pipeline.core.project), then `config_file`, then --set, then explicit overrides; validated."""
     cfg = preset(preset_name)
+    for layer in layers:
+        from_dict(layer, base=cfg)
     if config_file is not None:
         from_dict(load_config_file(config_file), base=cfg)
     if set_overrides:

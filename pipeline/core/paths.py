@@ -34,6 +34,7 @@ class Workspace:
 
     workdir: Path
     manifest_dir: Path
+    weights_dir: Path | None = None
 
     @classmethod
     def from_env(cls, workdir: str | Path | None = None, manifest_dir: str | Path | None = None) -> "Workspace":

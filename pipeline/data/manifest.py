@@ -128,6 +128,21 @@ def _layout_and_classes(dataset: str, root: Path) -> tuple[str, list[str] | None
     raise MMAError(f"unknown dataset {dataset!r}; known: {', '.join(DATASET_NAMES)}")
 
 
+def dataset_layout(dataset: str, root: str | Path) -> str:
+    """The on-disk layout ("dfew" | "mafw") of a dataset root (synth: as its synth.json says)."""
+    return _layout_and_classes(dataset, Path(root))[0]
+
+
+def videos_on_disk(layout: str, root: str | Path) -> dict[str, Path]:
+    """clip_id -> video file for every mp4 in the layout's video folder (DFEW ids zero-padded)."""
+    folder = Path(root) / ("data/clips" if layout == "mafw" else "Clip/original")
+    out: dict[str, Path] = {}
+    for p in sorted(folder.glob("*.mp4")) if folder.is_dir() else []:
+        clip_id = f"{int(p.stem):05d}" if layout == "dfew" and p.stem.isdigit() else p.stem
+        out[clip_id] = p
+    return out
+
+
 def _label_name(layout: str, raw: str) -> str | None:
     """The authors' class name for a split file's raw label, or None if unknown."""
     if layout == "dfew":

@@ -214,8 +214,13 @@ def encode_mp4(frames: np.ndarray, audio: np.ndarray | None, out: Path, tmp_dir:
         (tmp_dir / (out.stem + ".wav")).unlink(missing_ok=True)
 
 
-def _plan(layout: str, clips_per_class: int, classes: int, with_faults: bool, seed: int) -> list[ClipSpec]:
-    """Clip ids, labels and test folds: each class spread evenly over the folds, ids shuffled."""
+def _plan(layout: str, clips_per_class: int, classes: int, with_faults: bool, seed: int,
+          published: dict[str, Any] | None = None) -> list[ClipSpec]:
+    """Clip ids, labels and test folds: each class spread evenly over the folds, ids shuffled.
+
+    With `published` (clip_id -> PublishedClip), each clip instead takes the id, label and test
+    fold of a distinct published clip of its (label, fold), so the copy is a subset of that split.
+    """
     rng = np.random.default_rng(seed)
     pairs: list[tuple[int, int, str | None]] = []
     for label in range(classes):
@@ -225,12 +230,30 @@ def _plan(layout: str, clips_per_class: int, classes: int, with_faults: bool, se
     if with_faults:
         for j, kind in enumerate(FAULT_KINDS):
             pairs.append((j % classes, j % NUM_FOLDS + 1, kind))
+    if published is not None:
+        return _plan_published(pairs, published)
     order = rng.permutation(len(pairs))
     specs = []
     for index, k in enumerate(order):
         label, fold, fault = pairs[int(k)]
         specs.append(ClipSpec(index=index, clip_id=f"{index + 1:05d}", label=label, fold=fold, fault=fault))
     return specs
+
+
+def _plan_published(pairs: list[tuple[int, int, str | None]], published: dict[str, Any]) -> list[ClipSpec]:
+    """Give each (label, fold, fault) the id of the first unused published clip of that label and fold."""
+    pools: dict[tuple[int, int], list[str]] = {}
+    for clip in sorted(published.values(), key=lambda c: c.clip_id, reverse=True):
+        pools.setdefault((clip.label, clip.test_fold), []).append(clip.clip_id)
+    chosen = []
+    for label, fold, fault in pairs:
+        pool = pools.get((label, fold))
+        if not pool:
+            raise MMAError(f"the published split has too few clips of class {label} in fold {fold}")
+        chosen.append((pool.pop(), label, fold, fault))
+    chosen.sort()
+    return [ClipSpec(index=i, clip_id=cid, label=label, fold=fold, fault=fault)
+            for i, (cid, label, fold, fault) in enumerate(chosen)]
 
 
 def _clip_video_path(root: Path, layout: str, spec: ClipSpec) -> Path:
@@ -300,11 +323,14 @@ def make_synth_dataset(
     seed: int = 1,
     force: bool = False,
     workers: int = 2,
+    published_ids: bool = False,
 ) -> dict[str, Any]:
     """Write the dataset under `out` (built in a temp dir, renamed into place) and return a summary.
 
     Refuses a non-empty `out` unless `force`. Classes are the first `classes` names of the
-    authors' class order of the layout's dataset (MAFW: 11, DFEW: 7).
+    authors' class order of the layout's dataset (MAFW: 11, DFEW: 7). With `published_ids`, clip
+    ids, labels and test folds are those of clips of the layout's published split
+    (pipeline.data.published), so the copy passes `mma check <layout>` as a subset.
     """
     out = Path(out)
     if layout not in LAYOUTS:
@@ -325,7 +351,12 @@ def make_synth_dataset(
         else:
             out.rmdir()
     class_names = list(all_names[:classes])
-    specs = _plan(layout, clips_per_class, classes, with_faults, seed)
+    published = None
+    if published_ids:
+        from pipeline.data.published import read_published_split
+
+        published = read_published_split(layout)
+    specs = _plan(layout, clips_per_class, classes, with_faults, seed, published)
     start = time.perf_counter()
     with atomic_dir(out, overwrite=True) as tmp_root, tempfile.TemporaryDirectory() as scratch:
         make = functools.partial(_make_clip, root=tmp_root, layout=layout, seconds=seconds, seed=seed,
@@ -351,6 +382,7 @@ def make_synth_dataset(
             "frame_size": [WIDTH, HEIGHT],
             "audio_rate": AUDIO_RATE,
             "seed": seed,
+            "published_ids": published_ids,
             "pitch_hz": [round(class_pitch(k), 2) for k in range(classes)],
             "tints": _TINTS[:classes].tolist(),
             "faults": faults,

@@ -134,7 +134,10 @@ def sweep_status(ws: Workspace, dataset: str, sweep: str | None = None) -> list[
     base = ws.sweeps_dir(dataset)
     names = [sweep] if sweep else sorted(p.name for p in base.glob("*") if (p / "jobs.json").exists())
     if sweep and not (base / sweep / "jobs.json").exists():
-        raise MMAError(f"{base / sweep}: no sweep state (jobs.json); submit it first with `mma sweep {sweep}`")
+        experiment, _, preset_name = sweep.rpartition("-")
+        preset_flag = f" --preset {preset_name}" if preset_name and preset_name != "paper" else ""
+        raise MMAError(f"{base / sweep}: no sweep state (jobs.json); submit it first with "
+                       f"`mma sweep {experiment or sweep} --dataset {dataset}{preset_flag}`")
     rows = []
     for name in names:
         state = read_state(base / name)

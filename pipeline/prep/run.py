@@ -1,4 +1,4 @@
-"""`mma prep`: the manifest, then every clip through `pipeline.prep.clip.process_video` on Dask.
+"""`mma prep`: the `mma check` comparison (logged), the manifest, then every clip through `pipeline.prep.clip.process_video` on Dask.
 
 Per clip, `<workdir>/<ds>/prep/clips/<clip_id>/` (see `pipeline.prep.clip`). Beside them: `prep_config.json` (the settings and their `hash`), `failures.jsonl` (clip_id,
 stage, error), `summary.json`. A rerun skips clips whose directory validates against the
@@ -176,12 +176,14 @@ def run_prep(
     Raises MMAError only when the run itself is broken (bad root, unreadable split files,
     settings clash); per-clip failures go to failures.jsonl and the run goes on.
     """
+    from pipeline.data.check import check_for_prep
     from pipeline.data.manifest import build_manifest
     from pipeline.prep.cluster import ClusterSpec
 
     check_prep_settings(data_cfg)
     root = Path(root)
     start = time.perf_counter()
+    check_for_prep(dataset, root, ws)  # the `mma check` comparison; logs one line, never fails prep
     rows, classes = build_manifest(dataset, root, ws, check_frames=data_cfg.faces == "official")
     if data_cfg.faces == "official" and not any(r["frames_dir"] for r in rows):
         raise MMAError(f"{root}: --faces official needs DFEW's Clip/clip_224x224 frame folders")

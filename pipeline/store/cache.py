@@ -167,7 +167,7 @@ def check_cache_matches(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
     wanted = provenance(cfg, read_index(ws, cfg.dataset), encoder_provenance(build_stage1_model(cfg)))
     diff = _difference(attrs.get("provenance", {}), wanted)
     if diff:
-        raise MMAError(f"{path}: cache does not match the config ({diff}); rebuild it with `mma cache --force`")
+        raise MMAError(f"{path}: cache does not match the config ({diff}); rebuild it with `mma cache {cfg.dataset} --force`")
     return attrs
 
 
