@@ -262,12 +262,13 @@ def _swap_hint(kind: str, info: CheckpointInfo) -> str:
     return ""
 
 
-def _check_geometry(geo: EncoderGeometry, expected: Expected, path: str, flag: str, what: str) -> None:
+def _check_geometry(geo: EncoderGeometry, expected: Expected, path: str, flag: str, what: str, needs: str) -> None:
     got = (geo.width, geo.depth, geo.patch_size)
     if got != (expected.width, expected.depth, expected.patch_size):
+        given = f", given as {flag}" if flag else ""
         raise ModelError(
-            f"{path}: {what} has width {geo.width}, depth {geo.depth}, {geo.patch_size} px patches, given as {flag}; "
-            f"the run's model needs {expected.describe()}"
+            f"{path}: {what} has width {geo.width}, depth {geo.depth}, {geo.patch_size} px patches{given}; "
+            f"{needs} needs {expected.describe()}"
         )
     if geo.pos_rows is not None and geo.pos_grid is None:
         shape = "a square grid" if geo.in_chans == 3 else f"a (time x {expected.audio_mel_bins // geo.patch_size}) grid"
@@ -276,10 +277,11 @@ def _check_geometry(geo: EncoderGeometry, expected: Expected, path: str, flag: s
         raise ModelError(f"{path}: {what} has no usable pos_embed, given as {flag}")
 
 
-def require(kind: str, info: CheckpointInfo, flag: str, expected: Expected | None = VIT_B) -> CheckpointInfo:
+def require(kind: str, info: CheckpointInfo, flag: str, expected: Expected | None = VIT_B,
+            needs: str = "the run's model") -> CheckpointInfo:
     """`info` if the file is a `kind` fitting `expected`; else ModelError: the file, what it is, the flag.
 
-    `expected=None` checks the kind only.
+    `expected=None` checks the kind only; `needs` names who expects that geometry in the message.
     """
     if kind not in KINDS or kind == "unknown":
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS[:-1])}")
@@ -289,12 +291,12 @@ def require(kind: str, info: CheckpointInfo, flag: str, expected: Expected | Non
         return info
     if kind in ("vision-encoder", "audio-encoder") and info.encoder is not None:
         what = "this " + info.short().removeprefix("a ").removeprefix("an ")
-        _check_geometry(info.encoder, expected, info.path, flag, what)
+        _check_geometry(info.encoder, expected, info.path, flag, what, needs)
     elif kind == "authors-trained":
         for geo, what in ((info.encoder, "its vision encoder"), (info.audio_encoder, "its audio encoder")):
             if geo is None:
                 raise ModelError(f"{info.path}: no patch embedding for {what} in the authors' checkpoint, given as {flag}")
-            _check_geometry(geo, expected, info.path, flag, what)
+            _check_geometry(geo, expected, info.path, flag, what, needs)
     return info
 
 
