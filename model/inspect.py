@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -52,7 +53,7 @@ class Expected:
     audio_mel_bins: int = 128
 
     @classmethod
-    def from_model_config(cls, cfg: ModelConfig) -> "Expected":
+    def from_model_config(cls, cfg: ModelConfig) -> Expected:
         return cls(cfg.embed_dim, cfg.depth, cfg.patch_size, cfg.audio_mel_bins)
 
     def describe(self) -> str:

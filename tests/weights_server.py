@@ -11,6 +11,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -25,12 +26,12 @@ class Served:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    files: dict[str, Served] = {}
+    files: ClassVar[dict[str, Served]] = {}
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         return None
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         item = self.files.get(self.path)
         if item is None:
             self.send_error(404)
@@ -65,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def weights_server():
     """(base URL, {path: Served}) of a threaded HTTP server on 127.0.0.1, shut down afterwards."""
-    files: dict[str, Served] = {}
+    files: ClassVar[dict[str, Served]] = {}
     handler = type("Handler", (_Handler,), {"files": files})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

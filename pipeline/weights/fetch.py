@@ -25,7 +25,12 @@ from model.inspect import VIT_B, Expected
 from pipeline.core.errors import MMAError
 from pipeline.core.io import sha256_file
 from pipeline.core.progress import progress_bar
-from pipeline.weights.registry import WeightSpec, source_url, url_override_var, weight_spec
+from pipeline.weights.registry import (
+    WeightSpec,
+    source_url,
+    url_override_var,
+    weight_spec,
+)
 from pipeline.weights.store import check_structure, find, install, read_ledger
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from checkpoint_files import audio_file, authors_file, mae_file, mma_run_file, vision_file
+from checkpoint_files import (
+    audio_file,
+    authors_file,
+    mae_file,
+    mma_run_file,
+    vision_file,
+)
 from typer.testing import CliRunner
 
 import cli

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from checkpoint_files import audio_file, mae_file, vision_file
-from weights_server import Served
 from typer.testing import CliRunner
+from weights_server import Served
 
 import cli
+from model.inspect import Expected
 from pipeline.core.config import tiny
 from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
@@ -20,7 +21,6 @@ from pipeline.weights.fetch import fetch
 from pipeline.weights.registry import url_override_var
 from pipeline.weights.resolve import resolve_encoder_checkpoints
 from pipeline.weights.store import add, read_ledger
-from model.inspect import Expected
 
 runner = CliRunner()
 TINY = Expected.from_model_config(tiny().model)
