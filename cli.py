@@ -32,6 +32,11 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Inspect and convert MMA-DFER models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+weights_app = typer.Typer(
+    help="The checkpoints the method needs: list, fetch, add (register a downloaded file), check.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
 
 log = logging.getLogger("mma")
 
@@ -776,6 +781,135 @@ def model_import_official(
 
     report_ = import_official(ckpt, dataset=dataset, image_size=image_size, out=out, preset=preset_name, force=force)
     _print_json(report_)
+
+
+# --------------------------------------------------------------------------- weights group
+
+WeightsDirOpt = Annotated[
+    Optional[Path], typer.Option("--dir", help="Weights folder (default: weights_dir of the project, <workdir>/weights).")
+]
+GeometryOpt = Annotated[
+    str, typer.Option("--preset", help="Encoder geometry the files must have: paper (ViT-B/16) | tiny.")
+]
+
+
+def _weights_dir(ctx: typer.Context, folder: Optional[Path]) -> Path:
+    return folder if folder is not None else _state(ctx).workspace.weights
+
+
+def _expected(preset_name: str) -> Any:
+    from model.inspect import Expected
+    from pipeline.core.config import preset
+
+    return Expected.from_model_config(preset(preset_name).model)
+
+
+@weights_app.command("list")
+@delegates
+def weights_list(
+    ctx: typer.Context,
+    folder: WeightsDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Each known checkpoint: what it is, source, licence, expected file name, present or not."""
+    from pipeline.weights.store import listing
+
+    where = _weights_dir(ctx, folder)
+    rows = listing(where)
+    if as_json:
+        _print_json({"dir": str(where), "weights": rows})
+        return
+    typer.echo(f"weights folder: {where}")
+    for r in rows:
+        state = f"present: {r['path']}" + (f" (sha256 {r['sha256'][:12]})" if r["sha256"] else "") \
+            if r["present"] else "missing"
+        how = f"mma weights fetch {r['name']}" if r["fetchable"] else f"browser, then: mma weights add {r['name']} FILE"
+        typer.echo(f"\n{r['name']}  [{state}]\n  {r['title']}\n  used as: {r['use']}\n  file:    {r['file']}"
+                   f"\n  source:  {r['url']}\n  get it:  {how}\n  licence: {r['licence']}"
+                   + (f"\n  note:    {r['note']}" if r["note"] else ""))
+
+
+@weights_app.command("fetch")
+@delegates
+def weights_fetch(
+    ctx: typer.Context,
+    names: Annotated[List[str], typer.Argument(help="Names from `mma weights list`.")],
+    folder: WeightsDirOpt = None,
+    preset_name: GeometryOpt = "paper",
+    force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
+) -> None:
+    """Download checkpoints a plain HTTPS request can get; for the others print the link and the `add` command.
+
+    Exit code 0 when every name is present, fetched, or needs a browser (its steps printed);
+    1 when a download failed (the others are still tried); 2 for an unknown name.
+    """
+    from pipeline.weights.fetch import fetch
+    from pipeline.weights.registry import weight_spec
+
+    for name in names:
+        weight_spec(name)  # an unknown name fails before any download
+    where = _weights_dir(ctx, folder)
+    failed = 0
+    for name in names:
+        try:
+            out = fetch(name, where, force=force, expected=_expected(preset_name))
+        except USER_ERRORS as exc:
+            typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
+            failed += 1
+            continue
+        if out["status"] == "manual":
+            typer.echo(out["text"])
+        else:
+            typer.echo(f"{name}: {out['status']} {out['path']} (sha256 {out['sha256']})")
+    if failed:
+        raise typer.Exit(1)
+
+
+@weights_app.command("add")
+@delegates
+def weights_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A name from `mma weights list`.")],
+    file: Annotated[Path, typer.Argument(help="The file you downloaded.")],
+    folder: WeightsDirOpt = None,
+    preset_name: GeometryOpt = "paper",
+    link: Annotated[bool, typer.Option("--link", help="Symlink the file instead of copying it.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a different file already registered.")] = False,
+) -> None:
+    """Register a checkpoint you downloaded: structure check, copy into the weights folder, sha256 recorded."""
+    from pipeline.weights.store import add
+
+    out = add(name, file, _weights_dir(ctx, folder), force=force, link=link, expected=_expected(preset_name))
+    typer.echo(f"{name}: {out['status']} {out['path']} (sha256 {out['sha256']})")
+
+
+@weights_app.command("check")
+@delegates
+def weights_check(
+    file: Annotated[Path, typer.Argument(help="A checkpoint file.")],
+    as_: Annotated[
+        Optional[str], typer.Option("--as", help="What it must be: vision | audio | mma | authors.")
+    ] = None,
+    preset_name: GeometryOpt = "paper",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Say what a checkpoint file is (encoder geometry, MAE leftovers, kind); with --as, fail unless it fits."""
+    from model.inspect import AS_KINDS, inspect_checkpoint, require
+    from pipeline.core.config import check_choice
+
+    expected = _expected(preset_name)
+    info = inspect_checkpoint(file, audio_mel_bins=expected.audio_mel_bins)
+    typer.echo(json.dumps(info.to_dict(), indent=2, default=str) if as_json else info.describe())
+    if as_ is not None:
+        check_choice("--as", as_, tuple(AS_KINDS))
+        flag = {"vision": "--vision-ckpt", "audio": "--audio-ckpt", "mma": "--checkpoint",
+                "authors": "--checkpoint --official"}[as_]
+        require(AS_KINDS[as_], info, flag, None if as_ == "mma" else expected, needs=f"--preset {preset_name}")
+    elif info.kind == "unknown":
+        _fail(f"{file}: {info.short()}", 2)
+    elif info.kind in ("vision-encoder", "audio-encoder", "authors-trained"):
+        require(info.kind, info, "", expected, needs=f"--preset {preset_name}")
+    typer.echo("ok")
 
 
 def main() -> None:

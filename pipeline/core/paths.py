@@ -6,6 +6,8 @@ Layout under the workdir (default ./work, env MMA_WORKDIR):
   <dataset>/cache.zarr       stage-1 patch-embedding cache
   <dataset>/runs/<name>/fold<k>/   training runs
   <dataset>/sweeps/<preset>/ sweep job state and reports
+  weights/                   checkpoints `mma weights` fetched or registered + weights.json
+                             (`weights_dir` in the project file puts it elsewhere)
 Manifests: <manifest_dir>/<dataset>/clips.csv and classes.json (default ./data_manifests,
 env MMA_MANIFESTS).
 """
@@ -42,6 +44,11 @@ class Workspace:
             Path(workdir) if workdir is not None else default_workdir(),
             Path(manifest_dir) if manifest_dir is not None else default_manifest_dir(),
         )
+
+    @property
+    def weights(self) -> Path:
+        """The weights folder: encoder and trained checkpoints plus weights.json (`mma weights`)."""
+        return self.weights_dir or self.workdir / "weights"
 
     def dataset_dir(self, dataset: str) -> Path:
         return self.workdir / dataset

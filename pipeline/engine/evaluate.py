@@ -42,6 +42,7 @@ from pipeline.engine.distributed import (
     shutdown,
 )
 from pipeline.engine.metrics import classification_metrics
+from pipeline.weights.resolve import check_trained_checkpoint, resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,8 @@ def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *
 
     out_dir defaults to `default_eval_dir`.
     """
+    check_trained_checkpoint(checkpoint, official=official)
+    cfg = resolve_encoder_checkpoints(cfg, ws, fill=False)  # the checkpoint names its own encoders
     classes = read_classes_for(cfg, ws)
     cfg.model.num_classes = len(classes)
     info = init_distributed()

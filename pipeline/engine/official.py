@@ -14,6 +14,7 @@ from pipeline.core.config import preset as preset_config
 from pipeline.core.config import to_dict
 from pipeline.core.errors import MMAError
 from pipeline.data.datasets import DATASETS
+from pipeline.weights.resolve import check_trained_checkpoint
 
 
 def import_official(ckpt: str | Path, *, dataset: str, image_size: int, out: str | Path, preset: str = "paper",
@@ -21,6 +22,7 @@ def import_official(ckpt: str | Path, *, dataset: str, image_size: int, out: str
     """Convert an authors' checkpoint of `dataset` (dfew | mafw) trained at `image_size` into an mma checkpoint."""
     if dataset not in DATASETS:
         raise MMAError(f"--dataset {dataset!r}: the authors' checkpoints are for {' or '.join(DATASETS)}")
+    check_trained_checkpoint(ckpt, official=True)
     spec = DATASETS[dataset]
     cfg = preset_config(preset)
     cfg.dataset = dataset

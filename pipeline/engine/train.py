@@ -48,6 +48,7 @@ from pipeline.core.io import (
 from pipeline.core.paths import Workspace
 from pipeline.core.plots import plot_curves
 from pipeline.core.seeded_model import build_seeded_model
+from pipeline.weights.resolve import resolve_encoder_checkpoints
 from pipeline.engine.batches import autocast, autocast_dtype, make_loader, prepare_batch
 from pipeline.engine.distributed import (
     DistInfo,
@@ -195,6 +196,7 @@ def train_fold(cfg: RunConfig, ws: Workspace, *, run_dir: str | Path | None = No
     says `partial: true` and lists `clips_missing`).
     """
     cfg = copy.deepcopy(cfg)
+    cfg = resolve_encoder_checkpoints(cfg, ws)  # encoder files checked (or found by name) before any work
     info = init_distributed()
     if not info.is_main:  # rank 0 alone logs progress; the others speak up only for problems
         logging.getLogger().setLevel(logging.WARNING)

@@ -27,6 +27,7 @@ from pipeline.core.device import pick_device
 from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
 from pipeline.prep.audio import FBANK_ROWS_PER_SECOND
+from pipeline.weights.resolve import check_trained_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ def predict_videos(videos: Sequence[str | Path], checkpoint: str | Path, *, offi
     """
     if window is not None and window <= 0:
         raise MMAError(f"--window {window}: must be a positive number of seconds")
+    check_trained_checkpoint(checkpoint, official=official)
     net, cfg, classes = load_predictor(checkpoint, official=official, dataset=dataset, image_size=image_size,
                                        workspace=workspace, device=device)
     results: list[dict[str, Any]] = []

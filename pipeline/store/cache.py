@@ -44,6 +44,7 @@ from pipeline.core.config import RunConfig, from_dict, to_dict
 from pipeline.core.errors import MMAError
 from pipeline.core.io import sha256_json
 from pipeline.core.paths import Workspace
+from pipeline.weights.resolve import resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -391,6 +392,7 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
     from pipeline.store.shard import read_index
 
     start = time.perf_counter()
+    cfg = resolve_encoder_checkpoints(cfg, ws)  # a copy; encoder files checked before any work
     cfg.validate()
     index = read_index(ws, cfg.dataset)
     net = build_stage1_model(cfg)

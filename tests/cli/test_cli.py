@@ -9,7 +9,7 @@ import cli
 
 runner = CliRunner()
 
-STAGES = ["prep", "shard", "cache", "train", "eval", "report", "predict", "sweep", "demo", "synth", "model"]
+STAGES = ["prep", "shard", "cache", "train", "eval", "report", "predict", "sweep", "demo", "synth", "model", "weights"]
 
 
 def test_help_lists_every_stage():

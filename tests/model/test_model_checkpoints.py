@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 
@@ -10,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from checkpoint_files import mae_file
 from official_layout import (
     official_state_dict,
     reference_forward,
     write_official_checkpoint,
 )
-from timm.models.vision_transformer import VisionTransformer
 
 from model import (
     build_model,
@@ -40,23 +39,6 @@ def batch(cfg, n=2, seed=3):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, cfg.num_frames, 3, cfg.image_size, cfg.image_size, generator=g),
             torch.randn(n, 1, cfg.audio_frames, cfg.audio_mel_bins, generator=g))
-
-
-def mae_file(path, *, img_size, in_chans, dim=64, depth=4, heads=4, decoder=True, extra=None):
-    """An MAE pre-training checkpoint as MAE code writes it: {'model': ..., 'args': Namespace, ...}."""
-    vit = VisionTransformer(img_size=img_size, patch_size=16, in_chans=in_chans, embed_dim=dim, depth=depth,
-                            num_heads=heads, num_classes=0)
-    sd = {k: v.clone() for k, v in vit.state_dict().items()}
-    with torch.no_grad():
-        sd["pos_embed"] = torch.randn_like(sd["pos_embed"])
-        sd["cls_token"] = torch.randn_like(sd["cls_token"])
-    if decoder:
-        sd["mask_token"] = torch.zeros(1, 1, 32)
-        sd["decoder_embed.weight"] = torch.randn(32, dim)
-        sd["decoder_blocks.0.norm1.weight"] = torch.ones(32)
-    sd.update(extra or {})
-    torch.save({"model": sd, "args": argparse.Namespace(lr=1e-3), "epoch": 399}, path)
-    return sd
 
 
 def expected_resize(pos, old, new):

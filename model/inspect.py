@@ -1,0 +1,307 @@
+"""What a checkpoint file is, read from its tensors alone: the structure check before any work starts.
+
+`inspect_checkpoint` loads a file with `safe_torch_load` (no pickled code runs) and tells
+apart the four kinds of file `mma` takes:
+
+- `vision-encoder`: an MAE-Face-style ViT (`{'model': state_dict}`, timm names), 3 input channels;
+- `audio-encoder`: an AudioMAE-style ViT, 1 input channel (a spectrogram);
+- `mma-run`: a checkpoint `mma train` wrote (`format: "mma-v1"`);
+- `authors-trained`: a model trained with the authors' MMA-DFER code (`{'state_dict':
+  {'module.image_encoder...', 'module.audio_model...'}}`);
+
+anything else is `unknown`. For encoders it reads the geometry off the tensor shapes: width
+and input channels from the patch-embedding conv, patch size from its kernel, depth from the
+block indices, the positional-embedding grid from `pos_embed`, and the MAE pre-training
+leftovers (decoder, mask token, heads) that loading ignores. Heads are not stored in a
+state dict; they are reported assuming 64-wide heads (ViT-B: 12 heads of 64).
+
+`require(kind, info, flag, expected)` turns a mismatch into one `ModelError` line naming the
+file and what it is instead ("this is an AudioMAE encoder (1 input channel), given as
+--vision-ckpt"). `expected` is the run's encoder geometry (`Expected.from_model_config`):
+ViT-B/16 for the paper preset, the shrunken ViT of the tiny preset in tests and the demo.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.checkpoint import FORMAT, IGNORED_ENCODER_KEYS, safe_torch_load
+from model.config import ModelConfig
+from model.errors import ModelError
+
+KINDS = ("vision-encoder", "audio-encoder", "mma-run", "authors-trained", "unknown")
+# `mma weights check --as` names -> kinds.
+AS_KINDS = {"vision": "vision-encoder", "audio": "audio-encoder", "mma": "mma-run", "authors": "authors-trained"}
+HEAD_WIDTH = 64  # ViT-B/16: 768 wide, 12 heads of 64
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The encoder geometry a run needs: width, depth, patch size, and the spectrogram's mel bins."""
+
+    width: int = 768
+    depth: int = 12
+    patch_size: int = 16
+    audio_mel_bins: int = 128
+
+    @classmethod
+    def from_model_config(cls, cfg: ModelConfig) -> Expected:
+        return cls(cfg.embed_dim, cfg.depth, cfg.patch_size, cfg.audio_mel_bins)
+
+    def describe(self) -> str:
+        vit_b = self == VIT_B
+        return f"width {self.width}, depth {self.depth}, {self.patch_size} px patches{' (ViT-B/16)' if vit_b else ''}"
+
+
+VIT_B = Expected()
+
+
+@dataclass
+class EncoderGeometry:
+    """A ViT encoder's shape as its tensors give it."""
+
+    width: int
+    depth: int
+    heads: int | None  # assuming 64-wide heads
+    patch_size: int
+    in_chans: int
+    pos_rows: int | None  # positional-embedding rows of the patch grid (CLS excluded)
+    pos_grid: tuple[int, int] | None  # (rows, cols) of that grid when it can be told
+
+    def describe(self) -> str:
+        grid = f", {self.pos_grid[0]}x{self.pos_grid[1]} position grid" if self.pos_grid else ""
+        heads = f", {self.heads} heads of {HEAD_WIDTH} (assumed)" if self.heads and self.heads > 1 else ""
+        return f"width {self.width}, depth {self.depth}{heads}, {self.patch_size} px patches{grid}"
+
+
+@dataclass
+class CheckpointInfo:
+    """What `inspect_checkpoint` found in one file."""
+
+    path: str
+    kind: str
+    encoder: EncoderGeometry | None = None  # the encoder (vision for authors' / mma files)
+    audio_encoder: EncoderGeometry | None = None  # authors' files: the audio encoder too
+    mae_leftovers: list[str] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)  # mma-run: dataset, fold, model geometry, encoders
+    notes: list[str] = field(default_factory=list)
+
+    def short(self) -> str:
+        """What the file is, in a few words ("an AudioMAE encoder (1 input channel)")."""
+        if self.kind == "vision-encoder":
+            return "a MAE-Face encoder (3 input channels)"
+        if self.kind == "audio-encoder":
+            return "an AudioMAE encoder (1 input channel)"
+        if self.kind == "mma-run":
+            ds, fold = self.run.get("dataset"), self.run.get("fold")
+            return f"an mma run checkpoint{f' ({ds} fold {fold})' if ds is not None and fold is not None else ''}"
+        if self.kind == "authors-trained":
+            return "a model trained with the authors' MMA-DFER code"
+        if self.encoder is not None:
+            return f"a ViT encoder with {self.encoder.in_chans} input channels (neither faces nor spectrograms)"
+        return f"not a checkpoint mma knows ({'; '.join(self.notes[:1]) or 'no known keys'})"
+
+    def describe(self) -> str:
+        """A few lines for `mma weights check`: kind, geometry, leftovers, notes."""
+        lines = [f"{self.path}: {self.short()}"]
+        if self.encoder is not None:
+            which = "vision encoder" if self.kind == "authors-trained" else "encoder"
+            lines.append(f"  {which}: {self.encoder.describe()}")
+        if self.audio_encoder is not None:
+            lines.append(f"  audio encoder: {self.audio_encoder.describe()}")
+        if self.run:
+            shown = ", ".join(f"{k} {v}" for k, v in self.run.items() if k != "encoders" and v is not None)
+            lines.append(f"  run: {shown}")
+        if self.mae_leftovers:
+            lines.append(f"  MAE pre-training leftovers (ignored when loading): {len(self.mae_leftovers)} tensor(s), "
+                         f"e.g. {', '.join(self.mae_leftovers[:4])}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["description"] = self.short()
+        return out
+
+
+# --------------------------------------------------------------------------- reading shapes
+
+
+def _strip_module(sd: Mapping[str, Any]) -> dict[str, Any]:
+    if sd and all(str(k).startswith("module.") for k in sd):
+        return {str(k)[len("module."):]: v for k, v in sd.items()}
+    return {str(k): v for k, v in sd.items()}
+
+
+def _encoder_geometry(sd: Mapping[str, Any], prefix: str, audio_mel_bins: int, extra_rows: int = 0
+                      ) -> EncoderGeometry | None:
+    """Geometry of the ViT whose tensors start with `prefix`, or None without a 4-D patch conv."""
+    conv = sd.get(f"{prefix}patch_embed.proj.weight")
+    if not isinstance(conv, torch.Tensor) or conv.dim() != 4:
+        return None
+    width, in_chans, ph, _ = (int(s) for s in conv.shape)
+    depth = len({int(m.group(1)) for k in sd if k.startswith(prefix) and (m := _BLOCK.match(k[len(prefix):]))})
+    pos = sd.get(f"{prefix}pos_embed")
+    rows = int(pos.shape[1]) - 1 - extra_rows if isinstance(pos, torch.Tensor) and pos.dim() == 3 else None
+    grid: tuple[int, int] | None = None
+    if rows is not None and rows > 0:
+        if in_chans == 1:
+            cols = audio_mel_bins // ph if ph else 0
+            grid = (rows // cols, cols) if cols and rows % cols == 0 else None
+        else:
+            side = math.isqrt(rows)
+            grid = (side, side) if side * side == rows else None
+    heads = width // HEAD_WIDTH if width % HEAD_WIDTH == 0 else None
+    return EncoderGeometry(width, depth, heads, ph, in_chans, rows, grid)
+
+
+def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    if isinstance(obj, Mapping):
+        sd = _strip_module(obj)
+        tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        return tensors or None
+    return None
+
+
+def _inspect_mma(obj: Mapping[str, Any], info: CheckpointInfo) -> CheckpointInfo:
+    info.kind = "mma-run"
+    cfg = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}
+    model = cfg.get("model") if isinstance(cfg.get("model"), Mapping) else {}
+    info.run = {"dataset": cfg.get("dataset"), "fold": cfg.get("fold"), "name": cfg.get("name"),
+                "epoch": obj.get("epoch"), "image_size": model.get("image_size"),
+                "width": model.get("embed_dim"), "depth": model.get("depth"),
+                "full_state": bool(obj.get("full_state")),
+                "encoders": {w: (e or {}).get("sha256") for w, e in (obj.get("encoders") or {}).items()}}
+    if isinstance(obj.get("official"), Mapping):
+        info.notes.append(f"imported from the authors' checkpoint {obj['official'].get('path')}")
+    return info
+
+
+def _inspect_authors(sd: Mapping[str, torch.Tensor], info: CheckpointInfo, mel: int) -> CheckpointInfo:
+    info.kind = "authors-trained"
+    prompts = sd.get("image_encoder.learnable_prompts_init")
+    aprompts = sd.get("audio_model.learnable_prompts_init")
+    n_v = int(prompts.shape[0]) if isinstance(prompts, torch.Tensor) and prompts.dim() == 2 else 0
+    n_a = int(aprompts.shape[0]) if isinstance(aprompts, torch.Tensor) and aprompts.dim() == 2 else 0
+    info.encoder = _encoder_geometry(sd, "image_encoder.", mel, n_v)
+    info.audio_encoder = _encoder_geometry(sd, "audio_model.", mel, n_a)
+    head = sd.get("our_classifier.weight")
+    if isinstance(head, torch.Tensor):
+        info.run["classes"] = int(head.shape[0])
+    if info.encoder is not None and info.encoder.pos_grid:
+        info.run["image_size"] = info.encoder.pos_grid[0] * info.encoder.patch_size
+    return info
+
+
+def inspect_checkpoint(obj_or_path: Any, *, path: str | Path | None = None,
+                       audio_mel_bins: int = 128) -> CheckpointInfo:
+    """Kind and structure of a checkpoint file (or of an object already loaded from `path`).
+
+    A file that is not a PyTorch checkpoint at all raises ModelError naming it.
+    """
+    if isinstance(obj_or_path, (str, Path)):
+        path = Path(obj_or_path)
+        obj = safe_torch_load(path)
+    else:
+        obj = obj_or_path
+    info = CheckpointInfo(path=str(path) if path is not None else "<checkpoint>", kind="unknown")
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        return _inspect_mma(obj, info)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        sd = _tensor_dict(obj["state_dict"]) or {}
+    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        sd = _tensor_dict(obj["model"]) or {}
+    else:
+        sd = _tensor_dict(obj) or {}
+    if any(k.startswith("image_encoder.") for k in sd) and any(k.startswith("audio_model.") for k in sd):
+        return _inspect_authors(sd, info, audio_mel_bins)
+    geometry = _encoder_geometry(sd, "", audio_mel_bins)
+    if geometry is None:
+        if isinstance(obj, Mapping):
+            keys = sorted(map(str, obj))[:6]
+            info.notes.append(f"top-level keys: {', '.join(keys) if keys else 'none'}")
+        else:
+            info.notes.append(f"holds a {type(obj).__name__}, not a dict of tensors")
+        return info
+    info.encoder = geometry
+    info.mae_leftovers = sorted(k for k in sd if k.startswith(IGNORED_ENCODER_KEYS))
+    if geometry.in_chans == 3:
+        info.kind = "vision-encoder"
+    elif geometry.in_chans == 1:
+        info.kind = "audio-encoder"
+    if "pos_embed" not in sd:
+        info.notes.append("no pos_embed tensor")
+    elif geometry.pos_grid is None:
+        info.notes.append(f"pos_embed has {geometry.pos_rows} patch rows, not a grid this encoder can use")
+    if geometry.depth == 0:
+        info.notes.append("no transformer blocks (blocks.N.*)")
+    if any(k.startswith(("head.", "fc_norm.")) for k in sd) and not any(k.startswith("decoder") for k in sd):
+        info.notes.append("has a classification head and no MAE decoder: a fine-tuned model, not the pre-trained one")
+    return info
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def _swap_hint(kind: str, info: CheckpointInfo) -> str:
+    if {kind, info.kind} == {"vision-encoder", "audio-encoder"}:
+        return " (swapped --vision-ckpt and --audio-ckpt?)"
+    if kind == "mma-run" and info.kind == "authors-trained":
+        return " (pass --official, or convert it with `mma model import-official`)"
+    if kind == "authors-trained" and info.kind == "mma-run":
+        return " (drop --official: mma checkpoints load as they are)"
+    if kind in ("mma-run", "authors-trained") and info.kind in ("vision-encoder", "audio-encoder"):
+        return " (a pre-trained encoder, not a trained model: pass it as --vision-ckpt/--audio-ckpt)"
+    return ""
+
+
+def _check_geometry(geo: EncoderGeometry, expected: Expected, path: str, flag: str, what: str, needs: str) -> None:
+    got = (geo.width, geo.depth, geo.patch_size)
+    if got != (expected.width, expected.depth, expected.patch_size):
+        given = f", given as {flag}" if flag else ""
+        raise ModelError(
+            f"{path}: {what} has width {geo.width}, depth {geo.depth}, {geo.patch_size} px patches{given}; "
+            f"{needs} needs {expected.describe()}"
+        )
+    if geo.pos_rows is not None and geo.pos_grid is None:
+        shape = "a square grid" if geo.in_chans == 3 else f"a (time x {expected.audio_mel_bins // geo.patch_size}) grid"
+        raise ModelError(f"{path}: {what} has {geo.pos_rows} positional-embedding rows, not {shape}, given as {flag}")
+    if geo.pos_rows is None:
+        raise ModelError(f"{path}: {what} has no usable pos_embed, given as {flag}")
+
+
+def require(kind: str, info: CheckpointInfo, flag: str, expected: Expected | None = VIT_B,
+            needs: str = "the run's model") -> CheckpointInfo:
+    """`info` if the file is a `kind` fitting `expected`; else ModelError: the file, what it is, the flag.
+
+    `expected=None` checks the kind only; `needs` names who expects that geometry in the message.
+    """
+    if kind not in KINDS or kind == "unknown":
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS[:-1])}")
+    if info.kind != kind:
+        raise ModelError(f"{info.path}: this is {info.short()}, given as {flag}{_swap_hint(kind, info)}")
+    if expected is None:
+        return info
+    if kind in ("vision-encoder", "audio-encoder") and info.encoder is not None:
+        what = "this " + info.short().removeprefix("a ").removeprefix("an ")
+        _check_geometry(info.encoder, expected, info.path, flag, what, needs)
+    elif kind == "authors-trained":
+        for geo, what in ((info.encoder, "its vision encoder"), (info.audio_encoder, "its audio encoder")):
+            if geo is None:
+                raise ModelError(f"{info.path}: no patch embedding for {what} in the authors' checkpoint, given as {flag}")
+            _check_geometry(geo, expected, info.path, flag, what, needs)
+    return info
+
+
+def check_file(path: str | Path, kind: str, flag: str, expected: Expected | None = VIT_B) -> CheckpointInfo:
+    """inspect_checkpoint + require, for a file path: the one call stages make before their work."""
+    mel = expected.audio_mel_bins if expected is not None else VIT_B.audio_mel_bins
+    return require(kind, inspect_checkpoint(path, audio_mel_bins=mel), flag, expected)
