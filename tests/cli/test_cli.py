@@ -68,9 +68,9 @@ def test_missing_config_file_names_it(tmp_path):
 def test_workdir_from_environment(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_report(dataset, ws, runs_dir=None):
+    def fake_report(dataset, ws, runs_dir=None, **options):
         seen["workdir"] = ws.workdir
-        return {"markdown": "| fold | UAR |"}
+        return {"markdown": "| fold | UAR |", "refused": []}
 
     import pipeline.results.report
 
