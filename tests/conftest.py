@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from synth_sizes import SYNTH_CLASSES, SYNTH_CLIPS_PER_CLASS, SYNTH_SECONDS, TEST_CROP_SIZE
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -25,11 +26,6 @@ def _one_torch_thread():
     yield
     torch.set_num_threads(previous)
 
-# Small enough for CI (2 CPU cores), large enough that a tiny model learns above chance.
-SYNTH_CLASSES = 4
-SYNTH_CLIPS_PER_CLASS = 10
-SYNTH_SECONDS = 1.6
-TEST_CROP_SIZE = 64
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SYNTH_CLASSES, SYNTH_CLIPS_PER_CLASS
+from synth_sizes import SYNTH_CLASSES, SYNTH_CLIPS_PER_CLASS
 from typer.testing import CliRunner
 
 import cli

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SYNTH_CLASSES, SYNTH_CLIPS_PER_CLASS, TEST_CROP_SIZE
+from synth_sizes import SYNTH_CLASSES, SYNTH_CLIPS_PER_CLASS, TEST_CROP_SIZE
 from typer.testing import CliRunner
 
 import cli
