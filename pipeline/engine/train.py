@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from pipeline.core.config import (
     RunConfig,
     load_run_config,
+    resolve_run,
     save_resolved_config,
     to_dict,
 )
@@ -208,7 +209,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
 
     classes = read_classes_for(cfg, ws)
     cfg.model.num_classes = len(classes)
-    cfg.validate()
+    resolve_run(cfg.validate(), info.device.type)  # config.json records the concrete data choices and precision
     run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold)
     state = _check_run_dir(run_dir, cfg, resume, force)
     if state == "finished":
@@ -264,7 +265,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
         train_net = DDP(train_net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
         train_net = torch.compile(train_net)
-    amp = autocast_dtype(cfg.train.precision, device)
+    amp = autocast_dtype(cfg.train.precision, device, cfg.data.compat)
 
     final: dict[str, Any] | None = None
     for epoch in range(start_epoch, cfg.train.epochs):

@@ -114,8 +114,9 @@ def run_prep(
     from pipeline.data.manifest import build_manifest
     from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 
-    check_prep_settings(data_cfg)
     root = Path(root)
+    data_cfg = data_cfg.resolved(dataset, root)  # data.compat -> concrete choices (recorded in prep_config.json)
+    check_prep_settings(data_cfg)
     start = time.perf_counter()
     rows, classes = build_manifest(dataset, root, ws, check_frames=data_cfg.faces == "official")
     if data_cfg.faces == "official" and not any(r["frames_dir"] for r in rows):

@@ -19,7 +19,7 @@ from pipeline.core.config import DataConfig
 from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
 from pipeline.prep.clip import clip_is_done, process_video, settings_hash
-from pipeline.prep.clip import run_prep
+from pipeline.prep.run import run_prep
 
 NORMAL_CLIPS = SYNTH_CLASSES * SYNTH_CLIPS_PER_CLASS
 
