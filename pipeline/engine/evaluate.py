@@ -237,7 +237,8 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
 
     Our checkpoints carry their config: its model and data sections replace the caller's
     (dataset, fold, source, precision and workers stay the caller's). Authors' checkpoints
-    are read with `model.load_official_checkpoint` using the caller's model config.
+    are read with `model.load_official_checkpoint` using the caller's model config, and the
+    returned config uses the authors' inputs (`use_authors_inputs`).
     """
     import model as mdl
 
@@ -246,7 +247,7 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
         raise MMAError(f"{path}: checkpoint file not found")
     if official:
         net = mdl.load_official_checkpoint(path, cfg.model)
-        use_authors_inputs(cfg)
+        cfg = use_authors_inputs(copy.deepcopy(cfg))
         return net, cfg, {"checkpoint": str(path), "official": True, "sha256": sha256_file(path),
                           "compat": "authors"}
 
