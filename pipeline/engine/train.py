@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from pipeline.core.config import (
     RunConfig,
     load_run_config,
+    resolve_precision,
     resolve_run,
     save_resolved_config,
     to_dict,
@@ -136,7 +137,17 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: RunConfig, current: RunConfig) -> list[str]:
-    """`field: saved -> current` for every field that matters to the result and differs."""
+    """`field: saved -> current` for every field that matters to the result and differs.
+
+    Compared as resolved: data.compat's "auto" choices on both sides, and a train.precision of
+    "auto" matches what it resolves to on a CPU or a GPU.
+    """
+    saved, current = copy.deepcopy(saved), copy.deepcopy(current)
+    for cfg, other in ((saved, current), (current, saved)):
+        cfg.data = cfg.data.resolved(cfg.dataset)
+        if cfg.train.precision == "auto" and other.train.precision in {
+                resolve_precision("auto", cfg.data.compat, d) for d in ("cpu", "cuda")}:
+            cfg.train.precision = other.train.precision
     a, b = _flatten(to_dict(saved)), _flatten(to_dict(current))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RUNTIME_ONLY and a.get(k) != b.get(k)]
