@@ -2,7 +2,9 @@
 
 Defaults reproduce the paper's final model (docs/architecture.md, "Model"): ViT-B/16 encoders, S=160,
 Fusion Bottleneck with d=128 after every block, 6 prompt tokens per encoder introduced
-progressively twice, one-layer Multimodal Temporal Transformer (512 wide, 8 heads).
+progressively twice (3 per introduction, as the authors' code sizes them), one-layer Multimodal
+Temporal Transformer (512 wide, 8 heads). A unimodal model (modality vision|audio) is the frozen
+encoder and a linear classifier only: its config must say prompts, fusion and temporal "none".
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ class ModelConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ModelConfigError(f"model.{name}={value!r} is not one of {', '.join(allowed)}")
+        if self.modality != "both":
+            extra = [f"{name}={getattr(self, name)!r}" for name in ("prompts", "fusion", "temporal")
+                     if getattr(self, name) != "none"]
+            if extra:
+                raise ModelConfigError(
+                    f"model.modality={self.modality!r} is the frozen encoder with a linear classifier (Table 5): "
+                    f"set model.prompts, model.fusion and model.temporal to 'none' (got {', '.join(extra)})"
+                )
         if self.image_size % self.patch_size:
             raise ModelConfigError(
                 f"model.image_size={self.image_size} is not a multiple of patch_size={self.patch_size}"

@@ -11,8 +11,8 @@ Data flow (docs/architecture.md, "Model"), for frames (n, T, 3, S, S) in [0, 1] 
                      MTT -> CLS (n, 512) (or the mean over T when MTT is off); Linear -> (n, C)
 
 `forward == forward_embedded ∘ embed`, so the cache can store `embed`'s output.
-Unimodal variants (modality vision|audio) are the frozen encoder alone (no prompts, fusion
-or temporal modules, positional embeddings frozen too) followed by a trainable
+Unimodal variants (modality vision|audio) are the frozen encoder alone (their config must say
+prompts, fusion and temporal "none"; positional embeddings frozen too) followed by a trainable
 Linear D->C on its class token (vision: mean over the T frames).
 """
 

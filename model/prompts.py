@@ -4,10 +4,11 @@ M prompt tokens (init normal x dim^-0.5) are appended after the patch tokens. Wi
 progressive prompts, L further sets are introduced at evenly spaced depths: set l is added
 to a slice of the M prompt tokens right after block floor(l * depth / L) (and after that
 block's fusion). The official model uses M=6, L=2: tokens 0-2 after block 0 and 3-5
-after block 6 of 12 (paper eq. 1, Table 7).
+after block 6 of 12 (paper eq. 1). The authors size prompts as 3 tokens per introduction,
+so the Table 7 preset uses M = 3L (36/18/12/6 tokens for 12/6/4/2 introductions).
 
 When L <= M the slices partition the M tokens (sizes differ by at most one, larger first);
-when L > M (e.g. 12 introductions of 6 tokens) set l updates the single token
+when L > M (e.g. 12 introductions of 6 tokens, not the authors' sizing) set l updates the single token
 floor(l * M / L), so every token is updated L / M times. A set that would enter after the
 last block could never change the output (only the class token is read out), so it is
 not created: with L = depth (paper Table 7's "12") there are depth - 1 sets.
@@ -56,6 +57,13 @@ def prompt_schedule(num_prompts: int, introductions: int, depth: int) -> list[Pr
             updates.append(PromptUpdate(index, index * depth // introductions, start, start + 1))
     kept = [u for u in updates if u.layer < depth - 1]
     return [PromptUpdate(i, u.layer, u.start, u.end) for i, u in enumerate(kept)]
+
+
+def prompt_layout(num_prompts: int, introductions: int, depth: int) -> dict:
+    """The prompt layout for summaries: {"tokens": M, "sets": [{"after_block", "tokens": [start, end]}, ...]}."""
+    return {"tokens": num_prompts,
+            "sets": [{"after_block": u.layer, "tokens": [u.start, u.end]}
+                     for u in prompt_schedule(num_prompts, introductions, depth)]}
 
 
 class PromptTokens(nn.Module):

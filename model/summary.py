@@ -66,7 +66,14 @@ def summarize_model(model: nn.Module) -> dict[str, Any]:
         enc = getattr(model, which, None)
         if enc is not None:
             tokens[f"{which}_sequence"] = int(enc.pos_embed.shape[1])
+    layout = None
+    if cfg.prompts != "none" and cfg.modality == "both":
+        from model.prompts import prompt_layout
+
+        intro = cfg.prompt_introductions if cfg.prompts == "progressive" else 0
+        layout = prompt_layout(cfg.num_prompts, intro, cfg.depth)
     return {
+        "prompt_layout": layout,
         "config": {
             k: getattr(cfg, k)
             for k in ("image_size", "latent_dim", "num_classes", "modality", "fusion", "temporal", "ita_dim",
@@ -83,8 +90,9 @@ def summarize_model(model: nn.Module) -> dict[str, Any]:
 def summarize_config(cfg: ModelConfig) -> dict[str, Any]:
     """Parameters per component (trainable / frozen) and totals for `cfg`, without allocating weights.
 
-    Keys: config, tokens, trainable_params, frozen_params, total_params, per_component
-    ({component: {"trainable": n, "frozen": n}}).
+    Keys: prompt_layout (None without prompts; else tokens per encoder and each progressive set's
+    entry block and token range, `model.prompts.prompt_layout`), config, tokens, trainable_params,
+    frozen_params, total_params, per_component ({component: {"trainable": n, "frozen": n}}).
     """
     from model.mma import MMADFER
 
@@ -106,8 +114,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         "temporal={temporal}  prompts={prompts}".format(**cfg)
         + (f" x{cfg['prompt_introductions']}" if cfg["prompts"] == "progressive" else ""),
         "tokens: " + ", ".join(f"{k}={v}" for k, v in summary["tokens"].items()),
-        "",
     ]
+    layout = summary.get("prompt_layout")
+    if layout:
+        sets = "; ".join(f"{s['tokens'][0]}-{s['tokens'][1] - 1} after block {s['after_block']}"
+                         for s in layout["sets"])
+        lines.append(f"prompts: {layout['tokens']} tokens per encoder, {len(layout['sets'])} progressive set(s)"
+                     + (f" ({sets})" if sets else ""))
+    lines.append("")
     rows = [(name, e["trainable"], e["frozen"]) for name, e in summary["per_component"].items()]
     rows.append(("total", summary["trainable_params"], summary["frozen_params"]))
     width = max(len(r[0]) for r in rows)

@@ -19,12 +19,16 @@ from model.config import ModelConfig
 from pipeline.core.errors import ConfigError
 
 # The allowed values of every choice field, defined once; `check_choice` is the one validation.
+COMPAT_MODES = ("mma", "authors")  # our data-side choices | the authors' code, choice by choice
+AUTO = "auto"  # a per-choice field left to data.compat (resolved by `DataConfig.resolved`)
 AUDIO_RATE_MODES = ("16k", "native")  # resample to 16 kHz | the file's rate, first channel (authors')
 FACE_SELECT_MODES = ("track", "union")  # most confident face, tracked | union box of all faces (authors')
 FACES_MODES = ("detect", "official")  # MTCNN on the video | DFEW's clip_224x224 frames
+FRAME_ORDERS = ("numeric", "authors")  # time order, all frames | MAFW: names sorted as strings, len - 1 frames
 AUDIO_WINDOWS = ("start", "aligned")  # 5.12 s from t=0 (authors') | centred on the sampled frames
 SOURCES = ("shards", "cache")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")  # auto: fp32 under data.compat=authors, else bf16 on GPU / fp32 on CPU
+DFEW_FACES_SUBDIR = ("Clip", "clip_224x224")  # DFEW's official face frames under the dataset root
 CACHE_DTYPES = ("float16", "bfloat16")
 
 
@@ -39,13 +43,16 @@ class DataConfig:
     """How clips are decoded, sampled, augmented and fed (docs/architecture.md, "Data")."""
 
     num_frames: int = 16
+    # "mma" | "authors": what every "auto" choice below (and train.precision="auto") becomes
+    compat: str = "mma"
     # prep
-    audio_rate: str = "16k"  # "16k" (resample, default) | "native" (authors: file's rate, first channel)
-    face_select: str = "track"  # "track" (most confident face, tracked) | "union" (authors' union box)
-    faces: str = "detect"  # "detect" (MTCNN) | "official" (DFEW clip_224x224 frames)
+    audio_rate: str = AUTO  # "16k" (mma: resample) | "native" (authors: file's rate, first channel)
+    face_select: str = AUTO  # "track" (mma: most confident face, tracked) | "union" (authors' union box)
+    faces: str = AUTO  # "detect" (MTCNN) | "official" (DFEW clip_224x224 frames; authors' on DFEW)
     crop_size: int = 224
     jpeg_quality: int = 95
     # loading
+    frame_order: str = AUTO  # "numeric" | "authors" (MAFW under authors: string-sorted names, len - 1 frames)
     audio_window: str = "start"  # "start" (authors: from t=0) | "aligned" (window around sampled frames)
     spec_frames: int = 512
     brightness: tuple[float, float] = (0.5, 1.5)
@@ -62,9 +69,11 @@ class DataConfig:
 
     def validate(self) -> "DataConfig":
         """ConfigError naming the field when a value is outside what the pipeline supports."""
-        check_choice("data.audio_rate", self.audio_rate, AUDIO_RATE_MODES)
-        check_choice("data.face_select", self.face_select, FACE_SELECT_MODES)
-        check_choice("data.faces", self.faces, FACES_MODES)
+        check_choice("data.compat", self.compat, COMPAT_MODES)
+        check_choice("data.audio_rate", self.audio_rate, (AUTO, *AUDIO_RATE_MODES))
+        check_choice("data.face_select", self.face_select, (AUTO, *FACE_SELECT_MODES))
+        check_choice("data.faces", self.faces, (AUTO, *FACES_MODES))
+        check_choice("data.frame_order", self.frame_order, (AUTO, *FRAME_ORDERS))
         check_choice("data.audio_window", self.audio_window, AUDIO_WINDOWS)
         check_choice("data.cache_dtype", self.cache_dtype, CACHE_DTYPES)
         for name in ("num_frames", "crop_size", "spec_frames", "shard_max_clips", "shard_max_bytes", "cache_views"):
@@ -73,6 +82,44 @@ class DataConfig:
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"data.jpeg_quality={self.jpeg_quality} must be in 1..100")
         return self
+
+    def resolved(self, dataset: str | None = None, root: str | Path | None = None) -> "DataConfig":
+        """A validated copy with every "auto" choice replaced by what `compat` means for `dataset`.
+
+        mma: faces=detect, face_select=track, audio_rate=16k, frame_order=numeric.
+        authors: faces=official on DFEW (MMAError when `root` is given and lacks Clip/clip_224x224;
+        without a root the official frames are assumed), else detect; face_select=union;
+        audio_rate=native; frame_order=authors on MAFW (their frame files are named 0.jpg, 1.jpg, ...),
+        numeric elsewhere (DFEW's names are zero-padded: string order is time order).
+        Choices set explicitly are kept. Idempotent.
+        """
+        out = dataclasses.replace(self).validate()
+        authors = out.compat == "authors"
+        if out.faces == AUTO:
+            out.faces = "detect"
+            if authors and dataset == "dfew":
+                faces_dir = Path(root).joinpath(*DFEW_FACES_SUBDIR) if root is not None else None
+                if faces_dir is not None and not faces_dir.is_dir():
+                    raise ConfigError(f"{faces_dir}: not found; data.compat=authors uses DFEW's official face "
+                                      "frames: pass --faces detect to detect faces in the videos instead")
+                out.faces = "official"
+        if out.face_select == AUTO:
+            out.face_select = "union" if authors else "track"
+        if out.audio_rate == AUTO:
+            out.audio_rate = "native" if authors else "16k"
+        if out.frame_order == AUTO:
+            out.frame_order = "authors" if authors and dataset == "mafw" else "numeric"
+        return out
+
+
+def resolve_precision(precision: str, compat: str, device_type: str) -> str:
+    """"bf16" or "fp32" for train.precision on a device type: "auto" is fp32 under compat=authors
+    (the authors trained and evaluated in fp32), bf16 on GPU and fp32 on CPU otherwise."""
+    check_choice("train.precision", precision, PRECISIONS)
+    check_choice("data.compat", compat, COMPAT_MODES)
+    if precision != "auto":
+        return precision
+    return "bf16" if compat == "mma" and device_type == "cuda" else "fp32"
 
 
 @dataclass
@@ -85,7 +132,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 1
-    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "bf16" | "fp32"
+    precision: str = "auto"  # "auto" (see `resolve_precision`) | "bf16" | "fp32"
     compile: bool = False
     source: str = "shards"  # "shards" | "cache"
     deterministic: bool = False
@@ -126,17 +173,29 @@ class RunConfig:
         return self
 
 
+def resolve_run(cfg: RunConfig, device_type: str) -> RunConfig:
+    """Replace cfg's "auto" data choices and train.precision by what runs (in place; returns cfg),
+    so the config.json and checkpoint of a run record the concrete choices."""
+    cfg.data = cfg.data.resolved(cfg.dataset)
+    cfg.train.precision = resolve_precision(cfg.train.precision, cfg.data.compat, device_type)
+    return cfg
+
+
 # --------------------------------------------------------------------------- presets
 
 
 def paper() -> RunConfig:
-    """The paper's recipe: ViT-B/16 encoders, S=160, d=128, 16 frames, batch 8, 25 epochs."""
-    return RunConfig()
+    """The paper's recipe: ViT-B/16 encoders, S=160, d=128, 16 frames, batch 8, 25 epochs, and the
+    authors' inputs (data.compat="authors": DFEW's official faces, MAFW's frame order, fp32)."""
+    cfg = RunConfig()
+    cfg.data.compat = "authors"
+    return cfg
 
 
 def tiny() -> RunConfig:
     """Same architecture with a small ViT (width 64, depth 4, 4 heads, S=32) for CPU tests and the demo."""
     cfg = RunConfig(name="tiny")
+    cfg.data.compat = "mma"
     cfg.model = ModelConfig(
         image_size=32,
         latent_dim=32,

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from pipeline.core.config import PRECISIONS, SOURCES, RunConfig, check_choice
+from pipeline.core.config import SOURCES, RunConfig, check_choice, resolve_precision
 from pipeline.core.paths import Workspace
 
 
@@ -54,12 +54,9 @@ def forward_fn(model: torch.nn.Module, source: str) -> Callable[[torch.Tensor, t
     return model.forward_embedded if source == "cache" else model  # type: ignore[return-value]
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for "bf16" (and "auto" on GPU), None (plain fp32) otherwise."""
-    check_choice("train.precision", precision, PRECISIONS)
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+def autocast_dtype(precision: str, device: torch.device, compat: str = "mma") -> torch.dtype | None:
+    """bf16 when `resolve_precision` says so ("bf16", or "auto" on GPU under compat=mma), None (fp32) otherwise."""
+    return torch.bfloat16 if resolve_precision(precision, compat, device.type) == "bf16" else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:

@@ -116,7 +116,7 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, ws: Workspace, *, inf
     info = info or DistInfo(0, 1, 0, device or pick_device())
     device = device or info.device
     source = cfg.train.source
-    amp = autocast_dtype(cfg.train.precision, device)
+    amp = autocast_dtype(cfg.train.precision, device, cfg.data.compat)
     num_classes = cfg.model.num_classes
     was_training = model.training
     model.eval()
@@ -239,6 +239,34 @@ def read_classes_for(cfg: RunConfig, ws: Workspace) -> list[str]:
     return list(read_classes(ws, cfg.dataset))
 
 
+def use_authors_inputs(cfg: RunConfig) -> RunConfig:
+    """Set data.compat="authors" (what the authors' checkpoints were trained on) and say so; in place.
+
+    Choices the user set explicitly (e.g. data.frame_order) are kept.
+    """
+    cfg.data.compat = "authors"
+    d = cfg.data.resolved(cfg.dataset)
+    log.info("authors' checkpoint: using the authors' inputs (data.compat=authors: frame_order=%s, faces=%s, "
+             "face_select=%s, audio_rate=%s, precision %s)", d.frame_order, d.faces, d.face_select, d.audio_rate,
+             "fp32" if cfg.train.precision == "auto" else cfg.train.precision)
+    return cfg
+
+
+def warn_if_prep_differs(cfg: RunConfig, ws: Workspace) -> list[str]:
+    """Prep choices of cfg.dataset's prep_config.json that differ from cfg's resolved data choices (logged)."""
+    from pipeline.core.io import read_json_or
+
+    path = ws.prep_dir(cfg.dataset) / "prep_config.json"
+    saved = (read_json_or(path, None) or {}).get("settings") or {}
+    want = cfg.data.resolved(cfg.dataset)
+    diffs = [f"{k}={saved[k]!r} (wanted {getattr(want, k)!r})" for k in ("faces", "face_select", "audio_rate")
+             if k in saved and saved[k] != getattr(want, k)]
+    if diffs:
+        log.warning("%s: the clips were prepped with %s; data.compat=%s expects otherwise (rerun mma prep to match)",
+                    path, ", ".join(diffs), cfg.data.compat)
+    return diffs
+
+
 def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: bool = False) -> tuple[torch.nn.Module,
                                                                                                     RunConfig,
                                                                                                     dict[str, Any]]:
@@ -246,7 +274,8 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
 
     Our checkpoints carry their config: its model and data sections replace the caller's
     (dataset, fold, source, precision and workers stay the caller's). Authors' checkpoints
-    are read with `model.load_official_checkpoint` using the caller's model config.
+    are read with `model.load_official_checkpoint` using the caller's model config, and the
+    returned config uses the authors' inputs (`use_authors_inputs`).
     """
     import model as mdl
 
@@ -255,7 +284,9 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
         raise MMAError(f"{path}: checkpoint file not found")
     if official:
         net = mdl.load_official_checkpoint(path, cfg.model)
-        return net, cfg, {"checkpoint": str(path), "official": True, "sha256": sha256_file(path)}
+        cfg = use_authors_inputs(copy.deepcopy(cfg))
+        return net, cfg, {"checkpoint": str(path), "official": True, "sha256": sha256_file(path),
+                          "compat": "authors"}
 
     from model.checkpoint import load_model_checkpoint
 
@@ -323,6 +354,8 @@ def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *
     info = init_distributed()
     try:
         net, run_cfg, ck_info = load_model_for_eval(cfg, checkpoint, official=official)
+        if official:
+            warn_if_prep_differs(run_cfg, ws)
         if run_cfg.train.source == "cache":
             from pipeline.store.cache import check_cache_matches
 

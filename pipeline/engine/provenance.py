@@ -73,7 +73,7 @@ def precision_name(cfg: RunConfig, device: torch.device) -> str:
     """The arithmetic the run used: bf16 (autocast) or fp32."""
     from pipeline.engine.batches import autocast_dtype
 
-    return "bf16" if autocast_dtype(cfg.train.precision, device) == torch.bfloat16 else "fp32"
+    return "bf16" if autocast_dtype(cfg.train.precision, device, cfg.data.compat) == torch.bfloat16 else "fp32"
 
 
 def _device_name(device: torch.device) -> str:

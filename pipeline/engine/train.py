@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from pipeline.core.config import (
     RunConfig,
     load_run_config,
+    resolve_precision,
+    resolve_run,
     save_resolved_config,
     to_dict,
 )
@@ -136,7 +138,17 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: RunConfig, current: RunConfig) -> list[str]:
-    """`field: saved -> current` for every field that matters to the result and differs."""
+    """`field: saved -> current` for every field that matters to the result and differs.
+
+    Compared as resolved: data.compat's "auto" choices on both sides, and a train.precision of
+    "auto" matches what it resolves to on a CPU or a GPU.
+    """
+    saved, current = copy.deepcopy(saved), copy.deepcopy(current)
+    for cfg, other in ((saved, current), (current, saved)):
+        cfg.data = cfg.data.resolved(cfg.dataset)
+        if cfg.train.precision == "auto" and other.train.precision in {
+                resolve_precision("auto", cfg.data.compat, d) for d in ("cpu", "cuda")}:
+            cfg.train.precision = other.train.precision
     a, b = _flatten(to_dict(saved)), _flatten(to_dict(current))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RUNTIME_ONLY and a.get(k) != b.get(k)]
@@ -211,7 +223,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
            on_epoch_end: EpochHook | None, allow_partial: bool) -> dict[str, Any]:
     classes = read_classes_for(cfg, ws)
     cfg.model.num_classes = len(classes)
-    cfg.validate()
+    resolve_run(cfg.validate(), info.device.type)  # config.json records the concrete data choices and precision
     run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold)
     state = _prepare_run_dir(run_dir, cfg, info, resume, force)
     if state == "finished":
@@ -227,7 +239,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
              cfg.train.epochs, run_dir)
     start_epoch = _resume_state(run_dir, net, opt, sched, info, cfg.train.epochs) if state == "resume" else 0
     train_net = _training_module(net, cfg, info)
-    amp = autocast_dtype(cfg.train.precision, info.device)
+    amp = autocast_dtype(cfg.train.precision, info.device, cfg.data.compat)
 
     final: dict[str, Any] | None = None
     for epoch in range(start_epoch, cfg.train.epochs):

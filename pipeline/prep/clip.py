@@ -4,7 +4,9 @@ Output, `<workdir>/<ds>/prep/clips/<clip_id>/` (appears atomically: temp dir + r
   frames/000000.jpg ...  square RGB face crops (data.crop_size), every decoded frame, native rate
   fbank.npy              float16 (n, 128) raw kaldi fbank of the whole clip (0 rows: no audio)
   meta.json              clip_id, label, num_frames, fps, has_audio, sample_rate, audio_seconds,
-                         faces_found (per frame), confidence, boxes, warnings, config_hash, ...
+                         faces_found (per frame), confidence, boxes (per frame: the crop box
+                         [x1, y1, x2, y2] in source-frame pixels, before clamping to the frame),
+                         warnings, config_hash, ...
 `process_video` is the one per-clip function (prep, predict); `clip_is_done` is the check that
 makes prep resumable and that `mma shard` uses to pick finished clips.
 """
@@ -22,10 +24,10 @@ from pipeline.core.config import DataConfig, to_dict
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_dir, read_json_or, sha256_json
 from pipeline.prep.audio import clip_fbank
-from pipeline.prep.faces import crop_frames, detect_faces, resize_face_frames, select_faces
+from pipeline.prep.faces import DETECT_MAX_SIDE, crop_frames, detect_faces, resize_face_frames, select_faces
 from pipeline.prep.video import DEFAULT_FPS, ClipError, DecodedClip, decode_clip, read_frame_folder
 
-PREP_VERSION = 1
+PREP_VERSION = 2  # 2: union rule replicates the authors (squared box, full-res detection)
 # DataConfig fields that change what prep writes (the rest only matter at load time).
 PREP_FIELDS = ("faces", "face_select", "crop_size", "jpeg_quality", "audio_rate")
 
@@ -34,8 +36,8 @@ PREP_FIELDS = ("faces", "face_select", "crop_size", "jpeg_quality", "audio_rate"
 
 
 def prep_settings(data_cfg: DataConfig) -> dict[str, Any]:
-    """The settings that determine prep's output, plus the output format version."""
-    values = to_dict(data_cfg)
+    """The settings that determine prep's output (data.compat resolved), plus the output format version."""
+    values = to_dict(data_cfg.resolved())
     return {"version": PREP_VERSION, **{k: values[k] for k in PREP_FIELDS}}
 
 
@@ -81,7 +83,9 @@ def _detected_faces(video: str | Path | None, data_cfg: DataConfig, clip_id: str
         raise ClipError("open", f"clip {clip_id}: no video file given")
     decoded = decode_clip(video)
     height, width = decoded.frames.shape[1:3]
-    det = detect_faces(decoded.frames, device=device)
+    # the authors' union rule detects on the full-resolution frame; tracking on a <= 640 px copy
+    det = detect_faces(decoded.frames, device=device,
+                       max_side=None if data_cfg.face_select == "union" else DETECT_MAX_SIDE)
     track = select_faces(det, height, width, data_cfg.face_select)
     faces = crop_frames(decoded.frames, track.boxes, data_cfg.crop_size)
     decoded.warnings[:0] = track.warnings
@@ -113,6 +117,7 @@ def process_video(
     for a bad input; anything else is a bug and propagates.
     """
     start = time.perf_counter()
+    data_cfg = data_cfg.resolved()  # no-op for a config run_prep resolved; data.compat for a bare one
     if data_cfg.faces == "official":
         faces, decoded, face_info = _official_faces(video, frames_dir, data_cfg, clip_id)
     else:

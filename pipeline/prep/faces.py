@@ -6,9 +6,14 @@ Two selection rules (docs/architecture.md, "Data"), both giving one crop box per
   detection are filled from their neighbours (linear interpolation, hold at the ends), and
   the box centre/size is smoothed over time. A clip with no face at all falls back to a
   centre crop (with a warning).
-- "union" (the authors'): per frame, the union of all detected faces' boxes, cropped as is
-  and resized to a square; frames without a detection get the centre crop.
-Crops are resized once (to `data.crop_size`) with PIL bilinear filtering.
+- "union" (the authors' MAFW rule, replicated exactly): detection on the full-resolution frame;
+  per frame the union of all detected faces' boxes, corners rounded, its top-left clamped at 0,
+  then made square by widening its shorter side by diff // 2 on each side (diff = the sides'
+  difference); frames without a detection get a centre square of half the short side
+  (`authors_centre_box`).
+Boxes are kept in source-frame pixels before clamping to the frame (meta.json `boxes`); the
+crop is the box's part inside the frame, resized once (to `data.crop_size`) with PIL bilinear
+filtering.
 """
 
 from __future__ import annotations
@@ -58,13 +63,18 @@ class Detections:
         return [int(len(b)) for b in self.boxes]
 
 
-def detect_faces(frames: np.ndarray, *, device: str | None = None, batch_size: int = DETECT_BATCH) -> Detections:
-    """MTCNN over all frames (N, H, W, 3) uint8, in batches of `batch_size` frames per call."""
+def detect_faces(frames: np.ndarray, *, device: str | None = None, batch_size: int = DETECT_BATCH,
+                 max_side: int | None = DETECT_MAX_SIDE) -> Detections:
+    """MTCNN over all frames (N, H, W, 3) uint8, in batches of `batch_size` frames per call.
+
+    Frames larger than `max_side` are downscaled for detection (boxes are returned in frame
+    pixels); `max_side=None` detects on the full-resolution frames (the authors' way).
+    """
     import torch
 
     mtcnn = get_mtcnn(device or default_device())
     n, h, w = frames.shape[:3]
-    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(h, w))
     if scale < 1.0:
         frames = _downscale(frames, scale)
     boxes: list[np.ndarray] = []
@@ -181,20 +191,48 @@ def select_track(det: Detections, height: int, width: int) -> FaceTrack:
     return FaceTrack(boxes, detected, conf, warnings)
 
 
+def authors_centre_box(height: int, width: int) -> np.ndarray:
+    """The authors' no-face crop: a centred square of side 2 * (min(H // 2, W // 2) // 2)."""
+    half = min(height // 2, width // 2)
+    cx, cy = width // 2, height // 2
+    return np.array([cx - half // 2, cy - half // 2, cx + half // 2, cy + half // 2], np.float32)
+
+
+def union_box(boxes: np.ndarray) -> np.ndarray:
+    """The authors' squared union of one frame's face boxes (k, 4), in frame pixels, not clamped to the frame.
+
+    Union corners rounded (Python's round), top-left clamped at 0, then the shorter side widened
+    by diff // 2 on each side (so an odd difference leaves it one pixel short of square).
+    """
+    x1, y1 = round(float(boxes[:, 0].min())), round(float(boxes[:, 1].min()))
+    x2, y2 = round(float(boxes[:, 2].max())), round(float(boxes[:, 3].max()))
+    x1, y1 = max(0, x1), max(0, y1)
+    h, w = y2 - y1, x2 - x1
+    if h > w:
+        x1, x2 = x1 - (h - w) // 2, x2 + (h - w) // 2
+    elif w > h:
+        y1, y2 = y1 - (w - h) // 2, y2 + (w - h) // 2
+    return np.array([x1, y1, x2, y2], np.float32)
+
+
+def clamp_box(box: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The part of `box` inside a height x width frame (what a crop reads)."""
+    return np.array([max(0.0, box[0]), max(0.0, box[1]), min(float(width), box[2]), min(float(height), box[3])],
+                    np.float32)
+
+
 def select_union(det: Detections, height: int, width: int) -> FaceTrack:
-    """The authors' rule: per frame the union box of all faces; centre crop where none."""
+    """The authors' rule: per frame the squared union box of all faces; their centre square where none."""
     n = len(det.boxes)
     boxes = np.empty((n, 4), np.float32)
     conf: list[float | None] = [None] * n
     detected = np.zeros(n, bool)
     for i, (b, p) in enumerate(zip(det.boxes, det.probs)):
-        if len(b):
-            u = np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()], np.float32)
-            u[[0, 2]] = np.clip(u[[0, 2]], 0, width)
-            u[[1, 3]] = np.clip(u[[1, 3]], 0, height)
-            boxes[i], conf[i], detected[i] = u, float(p.max()), True
+        inside = clamp_box(union_box(b), height, width) if len(b) else None
+        if inside is not None and inside[2] > inside[0] and inside[3] > inside[1]:
+            boxes[i], conf[i], detected[i] = union_box(b), float(p.max()), True
         else:
-            boxes[i] = centre_box(height, width)
+            boxes[i] = authors_centre_box(height, width)
     warnings = []
     if not detected.any():
         warnings.append("no face detected in any frame: centre crop")
@@ -218,13 +256,14 @@ def select_faces(det: Detections, height: int, width: int, mode: str = "track") 
 
 
 def crop_frames(frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Crop each frame to its box and resize once to (size, size): (N, size, size, 3) uint8."""
+    """Crop each frame to its box (clamped to the frame) and resize once to (size, size): (N, size, size, 3) uint8."""
     from PIL import Image
 
     out = np.empty((len(frames), size, size, 3), np.uint8)
     for i, (frame, box) in enumerate(zip(frames, boxes)):
         im = Image.fromarray(frame)
-        out[i] = np.asarray(im.resize((size, size), Image.BILINEAR, box=tuple(float(v) for v in box)))
+        inside = clamp_box(np.asarray(box, np.float32), frame.shape[0], frame.shape[1])
+        out[i] = np.asarray(im.resize((size, size), Image.BILINEAR, box=tuple(float(v) for v in inside)))
     return out
 
 

@@ -180,8 +180,9 @@ def run_prep(
     from pipeline.data.manifest import build_manifest
     from pipeline.prep.cluster import ClusterSpec
 
-    check_prep_settings(data_cfg)
     root = Path(root)
+    data_cfg = data_cfg.resolved(dataset, root)  # data.compat -> concrete choices (recorded in prep_config.json)
+    check_prep_settings(data_cfg)
     start = time.perf_counter()
     check_for_prep(dataset, root, ws)  # the `mma check` comparison; logs one line, never fails prep
     rows, classes = build_manifest(dataset, root, ws, check_frames=data_cfg.faces == "official")

@@ -108,7 +108,7 @@ def _distribution(net: torch.nn.Module, cfg: RunConfig, clip_dir: Path, device: 
     frames, fbank = make_test_input(load_clip_dir(clip_dir), cfg)
     x = frames.unsqueeze(0).to(device).float().div_(255)
     spec = fbank.unsqueeze(0).to(device).float()
-    with torch.inference_mode(), autocast(device, autocast_dtype(cfg.train.precision, device)):
+    with torch.inference_mode(), autocast(device, autocast_dtype(cfg.train.precision, device, cfg.data.compat)):
         logits = net(x, spec)
     return torch.softmax(logits.float(), dim=-1)[0].cpu().numpy()
 

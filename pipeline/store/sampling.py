@@ -6,7 +6,10 @@ input here, exactly as docs/architecture.md, "Data" says:
 
 - frames: T (=16) indices; train = one random frame in each of T equal segments, test = the
   segment centres; view v of num_views = the v-th of `num_views` uniformly offset samplings
-  (the two-clip evaluation); clips shorter than T repeat their last frame.
+  (the two-clip evaluation); clips shorter than T repeat their last frame. The indices go into
+  the clip's frame list in time order (data.frame_order="numeric") or, for "authors", into the
+  list the authors' MAFW loader saw (`authors_frame_order`: names `0.jpg, 1.jpg, ...` sorted as
+  strings, the last entry dropped).
 - train augmentation, ONE draw per clip applied to all T frames: brightness U[0.5, 1.5],
   random resized crop (area 0.08-1, aspect 3/4-4/3) to S x S bilinear, horizontal flip p=0.5;
   test: bilinear resize to S x S. Frames stay uint8 (n, T, 3, S, S); the trainer scales to [0, 1].
@@ -32,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pipeline.core.config import AUDIO_WINDOWS, check_choice
+from pipeline.core.config import AUDIO_WINDOWS, FRAME_ORDERS, check_choice
 from pipeline.prep.audio import FBANK_ROWS_PER_SECOND
 
 FBANK_MEAN = -4.2677393
@@ -70,6 +73,39 @@ def sample_frame_indices(
     tick = num_frames / float(T)
     offset = tick * (view + 0.5) / num_views
     return [min(int(offset + tick * k), num_frames - 1) for k in range(T)]
+
+
+def authors_frame_order(num_frames: int) -> list[int]:
+    """The frame list of the authors' MAFW loader for a clip of `num_frames` frames (time indices).
+
+    Their face extraction writes frame i as `f"{i}.jpg"`, their loader sorts the paths as strings
+    and their annotation counts `len - 1` frames, so the sampler's index k reads frame
+    `sorted(str(i) + ".jpg")[k]` and the list's last entry is never sampled. A one-frame clip keeps
+    its frame.
+    """
+    if num_frames <= 0:
+        raise ValueError(f"clip has no frames (num_frames={num_frames})")
+    order = sorted(range(num_frames), key=lambda i: f"{i}.jpg")
+    return order[: max(1, num_frames - 1)]
+
+
+def clip_frame_indices(
+    num_frames: int,
+    T: int,
+    *,
+    train: bool,
+    frame_order: str = "numeric",
+    rng: np.random.Generator | None = None,
+    view: int = 0,
+    num_views: int = 1,
+) -> list[int]:
+    """`sample_frame_indices` over the clip's frame list in `frame_order`; returns time indices."""
+    check_choice("data.frame_order", frame_order, FRAME_ORDERS)
+    if frame_order == "numeric":
+        return sample_frame_indices(num_frames, T, train=train, rng=rng, view=view, num_views=num_views)
+    order = authors_frame_order(num_frames)
+    picks = sample_frame_indices(len(order), T, train=train, rng=rng, view=view, num_views=num_views)
+    return [order[k] for k in picks]
 
 
 # --------------------------------------------------------------------------- randomness
@@ -179,7 +215,7 @@ def audio_window_start(
     check_choice("data.audio_window", mode, AUDIO_WINDOWS)
     if mode == "start" or not fps or n_rows <= spec_frames:
         return 0
-    t0, t1 = indices[0] / fps, (indices[-1] + 1) / fps
+    t0, t1 = min(indices) / fps, (max(indices) + 1) / fps
     centre = (t0 + t1) / 2.0 * FBANK_ROWS_PER_SECOND
     return int(min(max(round(centre - spec_frames / 2.0), 0), n_rows - spec_frames))
 
@@ -213,6 +249,7 @@ class ClipSampler:
     image_size: int = 160
     spec_frames: int = 512
     audio_window: str = "start"
+    frame_order: str = "numeric"
     brightness: tuple[float, float] = (0.5, 1.5)
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
@@ -220,20 +257,20 @@ class ClipSampler:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "ClipSampler":
-        """From a RunConfig: T and S from the model section, the rest from the data section."""
+        """From a RunConfig: T and S from the model section, the rest from the (resolved) data section."""
         if cfg.data.num_frames != cfg.model.num_frames:
             from pipeline.core.errors import MMAError
 
             raise MMAError(f"data.num_frames={cfg.data.num_frames} differs from model.num_frames={cfg.model.num_frames}")
-        check_choice("data.audio_window", cfg.data.audio_window, AUDIO_WINDOWS)
-        d = cfg.data
-        return cls(cfg.model.num_frames, cfg.model.image_size, d.spec_frames, d.audio_window,
+        d = cfg.data.resolved(cfg.dataset)
+        return cls(cfg.model.num_frames, cfg.model.image_size, d.spec_frames, d.audio_window, d.frame_order,
                    tuple(d.brightness), tuple(d.crop_scale), tuple(d.crop_ratio), float(d.hflip_p))
 
     def params(self) -> dict[str, Any]:
         """What determines the output (recorded as the cache's sampling provenance)."""
         return {"num_frames": self.num_frames, "image_size": self.image_size, "spec_frames": self.spec_frames,
-                "audio_window": self.audio_window, "brightness": list(self.brightness),
+                "audio_window": self.audio_window, "frame_order": self.frame_order,
+                "brightness": list(self.brightness),
                 "crop_scale": list(self.crop_scale), "crop_ratio": list(self.crop_ratio), "hflip_p": self.hflip_p}
 
     def __call__(
@@ -246,8 +283,8 @@ class ClipSampler:
         num_views: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         jpegs = sample["frames"]
-        indices = sample_frame_indices(len(jpegs), self.num_frames, train=train, rng=rng, view=view,
-                                       num_views=num_views)
+        indices = clip_frame_indices(len(jpegs), self.num_frames, train=train, frame_order=self.frame_order,
+                                     rng=rng, view=view, num_views=num_views)
         frames = decode_jpegs(jpegs, indices)
         if train:
             aug = draw_augmentation(int(frames.shape[-2]), int(frames.shape[-1]), rng if rng is not None

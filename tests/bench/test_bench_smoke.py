@@ -52,3 +52,13 @@ def test_prep_bench_runs_on_a_tiny_synth_set(tmp_path):
                                  "--crop-size", "32", "--mtcnn-clips", "1", "--json", str(out)])
     assert result["workers"][0]["clips"] == 2
     assert json.loads(out.read_text())["mtcnn"]["threads"] == 1
+
+
+def test_shuffle_bench_measures_the_stream_order(tmp_path, capsys):
+    out = tmp_path / "shuffle.json"
+    rows = _load("shuffle").main(["--clips", "400", "--shard-clips", "100", "--buffer", "16", "--epochs", "1",
+                                  "--json", str(out)])
+    # a 16-sample buffer over 100-clip shards keeps batches inside one shard; a permutation does not
+    assert rows["stream"]["same_shard_pairs"] > 0.5 > rows["uniform"]["same_shard_pairs"]
+    assert set(json.loads(out.read_text())["rows"]) == {"stream", "uniform"}
+    assert "within_shard_rho" in capsys.readouterr().out

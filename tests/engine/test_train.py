@@ -51,6 +51,10 @@ def test_fold_learns_and_writes_run_dir(full_run):
                  "confusion.png", "result.json"):
         assert (run_dir / name).stat().st_size > 0, name
     assert json.loads((run_dir / "result.json").read_text()) == json.loads(json.dumps(result))
+    saved = json.loads((run_dir / "config.json").read_text())  # what ran: data.compat resolved, no "auto"
+    assert saved["data"]["compat"] == "mma" and saved["train"]["precision"] == "fp32"
+    assert {k: saved["data"][k] for k in ("faces", "face_select", "audio_rate", "frame_order")} == {
+        "faces": "detect", "face_select": "track", "audio_rate": "16k", "frame_order": "numeric"}
     assert set(result) >= {"uar", "war", "uar_2clip", "war_2clip", "per_class_recall", "num_classes", "fold",
                            "epochs"}
     assert result["num_classes"] == 4 and result["fold"] == 1 and result["epochs"] == EPOCHS

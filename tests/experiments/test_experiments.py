@@ -69,7 +69,10 @@ def test_fusion_temporal_latent_modality_knobs():
     assert temporal["ita64"] == ("ita", 64) and temporal["ita256"] == ("ita", 256)
     assert temporal["mtt-ita128"] == ("both", 128) and temporal["mtt"][0] == "mtt"
     assert [j.config.model.latent_dim for j in _jobs("latent")] == [64, 128, 256, 512]
-    assert [j.config.model.modality for j in _jobs("modality")] == ["audio", "vision", "both"]
+    modality = [(j.config.model.modality, j.config.model.prompts, j.config.model.fusion, j.config.model.temporal)
+                for j in _jobs("modality")]
+    assert modality == [("audio", "none", "none", "none"), ("vision", "none", "none", "none"),
+                        ("both", "progressive", "bottleneck", "mtt")]
     # ablations keep the base preset's image size (the paper's 160)
     assert {j.config.model.image_size for j in _jobs("fusion")} == {160}
 
@@ -89,8 +92,10 @@ def test_components_rows_match_table4():
 
 
 def test_prompts_rows_and_tiny_preset_limit():
-    got = [(j.config.model.prompts, j.config.model.prompt_introductions) for j in _jobs("prompts")]
-    assert got[:4] == [("progressive", 12), ("progressive", 6), ("progressive", 4), ("progressive", 2)]
+    got = [(j.config.model.prompts, j.config.model.prompt_introductions, j.config.model.num_prompts)
+           for j in _jobs("prompts")]
+    # the authors' sizing: 3 prompt tokens per introduction
+    assert got[:4] == [("progressive", 12, 36), ("progressive", 6, 18), ("progressive", 4, 12), ("progressive", 2, 6)]
     assert got[4][0] == "none"
     base = tiny()
     base.dataset = "dfew"
@@ -115,3 +120,14 @@ def test_parse_folds_and_unknown_preset():
         get_experiment("table9")
     listing = {e["name"]: e for e in list_experiments()}
     assert listing["table1"]["jobs"] == 15 and listing["components"]["jobs"] == 7
+
+
+def test_prompts_rows_enter_after_block_l_times_12_over_l():
+    from model.prompts import prompt_layout
+
+    for job in _jobs("prompts")[:4]:
+        m = job.config.model
+        n = m.prompt_introductions
+        layout = prompt_layout(m.num_prompts, n, m.depth)
+        want = [{"after_block": l * 12 // n, "tokens": [3 * l, 3 * l + 3]} for l in range(n) if l * 12 // n < 11]
+        assert layout == {"tokens": 3 * n, "sets": want}

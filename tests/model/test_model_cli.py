@@ -35,13 +35,24 @@ def test_summary_json_counts_follow_the_architecture():
     variant = summary("--fusion", "mult", "--temporal", "ita", "--ita-dim", "64", "--prompts", "static")
     assert variant["config"]["fusion"] == "mult" and "temporal_transformer" not in variant["per_component"]
     assert variant["per_component"]["vision_prompts"]["trainable"] == 6 * 768
-    assert summary("--modality", "audio")["trainable_params"] == 768 * 7 + 7
+    audio = summary("--modality", "audio", "--prompts", "none", "--fusion", "none", "--temporal", "none")
+    assert audio["trainable_params"] == 768 * 7 + 7 and audio["prompt_layout"] is None
+    assert paper["prompt_layout"] == {"tokens": 6, "sets": [{"after_block": 0, "tokens": [0, 3]},
+                                                            {"after_block": 6, "tokens": [3, 6]}]}
+    table7 = summary("--prompt-introductions", "4", "--set", "model.num_prompts=12")
+    assert [s["after_block"] for s in table7["prompt_layout"]["sets"]] == [0, 3, 6, 9]
+    assert table7["trainable_params"] == 7_584_287
 
 
 def test_summary_table_and_bad_values():
     result = runner.invoke(app, ["model", "summary", "--preset", "tiny", "--prompt-introductions", "4"])
     assert result.exit_code == 0, result.output
     assert "temporal_transformer" in result.stdout and "total" in result.stdout and "progressive x4" in result.stdout
+    assert "prompts: 6 tokens per encoder, 3 progressive set(s) (0-1 after block 0; 2-3 after block 1; " \
+           "4-4 after block 2)" in result.stdout
+    unimodal = runner.invoke(app, ["model", "summary", "--modality", "vision"])
+    assert unimodal.exit_code == 2 and unimodal.stderr.strip().splitlines()[0].startswith(
+        "error: model.modality='vision' is the frozen encoder with a linear classifier")
     bad = runner.invoke(app, ["model", "summary", "--fusion", "concat"])
     assert bad.exit_code == 2
     assert bad.stderr.strip().splitlines() == ["error: model.fusion='concat' is not one of bottleneck, add, mult, "

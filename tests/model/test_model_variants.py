@@ -9,6 +9,7 @@ import torch
 
 from model import build_model
 from model.summary import summarize_model
+from model.errors import ModelConfigError
 from pipeline.core.config import tiny
 
 VARIANTS = {
@@ -35,8 +36,8 @@ VARIANTS = {
     "latent-16": dict(latent_dim=16),
     "latent-64": dict(latent_dim=64),
     # Table 5: unimodal
-    "vision-only": dict(modality="vision"),
-    "audio-only": dict(modality="audio"),
+    "vision-only": dict(modality="vision", prompts="none", fusion="none", temporal="none"),
+    "audio-only": dict(modality="audio", prompts="none", fusion="none", temporal="none"),
 }
 
 
@@ -80,7 +81,7 @@ def test_variants_have_the_expected_components():
         s = summarize_model(model)
         return {k for k, v in s["per_component"].items() if v["trainable"]}, s
 
-    unimodal, s = components(modality="vision")
+    unimodal, s = components(modality="vision", prompts="none", fusion="none", temporal="none")
     assert unimodal == {"classifier"}, "unimodal = frozen branch + classifier only"
     assert "audio_encoder" not in s["per_component"]
     plain, _ = components(temporal="none", fusion="none", prompts="none")
@@ -95,3 +96,11 @@ def test_variants_have_the_expected_components():
     assert isinstance(m32.ita[0].down, torch.nn.Identity)
     m16 = build_model(dataclasses.replace(tiny().model, temporal="ita", ita_dim=16))
     assert isinstance(m16.ita[0].down, torch.nn.Linear) and m16.ita[0].down.in_features == 32
+
+
+@pytest.mark.parametrize("knob", [dict(prompts="static"), dict(fusion="add"), dict(temporal="mtt")])
+def test_unimodal_config_refuses_modules_it_would_not_run(knob):
+    alone = dict(prompts="none", fusion="none", temporal="none")
+    with pytest.raises(ModelConfigError, match=r"^model.modality='audio' is the frozen encoder") as err:
+        dataclasses.replace(tiny().model, modality="audio", **{**alone, **knob}).validate()
+    assert "\n" not in str(err.value) and repr(next(iter(knob.values()))) in str(err.value)

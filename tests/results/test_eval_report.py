@@ -80,8 +80,9 @@ def _authors_checkpoint(net, path: Path) -> Path:
     return path
 
 
-def test_eval_official_checkpoint_matches_ours(sharded, workspace, tiny_config, tmp_path):
-    """The authors' layout (--official) and our checkpoint of the same weights evaluate identically."""
+def test_eval_official_checkpoint_matches_ours(sharded, workspace, tiny_config, tmp_path, caplog):
+    """The authors' layout (--official) and our checkpoint of the same weights evaluate identically;
+    --official runs with the authors' inputs (data.compat=authors) and says so."""
     import torch
 
     import model as mdl
@@ -98,7 +99,10 @@ def test_eval_official_checkpoint_matches_ours(sharded, workspace, tiny_config, 
     save_model_checkpoint(ours, net, to_dict(tiny_config), {"vision": none, "audio": none})
     official = _authors_checkpoint(net, tmp_path / "mma_dfer_fold1.pth")
 
-    a = evaluate_checkpoint(tiny_config, workspace, official, official=True, out_dir=tmp_path / "eval_official")
+    with caplog.at_level("INFO", logger="pipeline.engine.evaluate"):
+        a = evaluate_checkpoint(tiny_config, workspace, official, official=True, out_dir=tmp_path / "eval_official")
+    assert a["compat"] == "authors" and tiny_config.data.compat == "mma"
+    assert "using the authors' inputs (data.compat=authors" in caplog.text and "precision fp32" in caplog.text
     b = evaluate_checkpoint(tiny_config, workspace, ours, out_dir=tmp_path / "eval_ours")
     assert a["official"] and not b["official"]
     for key in ("uar", "war", "uar_2clip", "war_2clip", "confusion", "per_class_recall"):
