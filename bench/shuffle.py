@@ -1,9 +1,10 @@
-"""How far the streaming loader's training order is from a uniform per-epoch permutation.
+"""How far each training order of `pipeline.store.stream.ShardStream` is from a uniform per-epoch permutation.
 
-Reproduces `pipeline.store.stream.ShardStream`'s order without reading tars: the train shards of one
+Reproduces both orders without reading tars. `buffer` (`data.shuffle=buffer`): the train shards of one
 fold (clips in clip-id order, `data.shard_max_clips` per shard) shuffled per epoch with the run seed,
-then webdataset's sample buffer (`data.shuffle_buffer`, initial 64) with the same seeds. Compares,
-against `random.shuffle` of the clip list (a uniform permutation):
+then webdataset's sample buffer (`data.shuffle_buffer`, initial 64) with the same seeds.
+`permutation` (`data.shuffle=permutation`, the default): the clip list shuffled with the stream's own
+per-epoch seed, which is what the reader follows clip by clip. Measures, for each:
   same_shard_pairs   fraction of clip pairs inside one batch that come from the same shard
   shards_per_batch   distinct shards in a batch
   within_shard_rho   Spearman correlation of a clip's place in its shard with its place among its
@@ -36,9 +37,10 @@ def stream_order(clips: int, shard_clips: int, buffer: int, seed: int, epoch: in
     return list(shuffle(source))
 
 
-def uniform_order(clips: int, seed: int, epoch: int) -> list[int]:
+def permutation_order(clips: int, seed: int, epoch: int) -> list[int]:
+    """The default training order: the same seeded shuffle as `ShardStream.permutation`."""
     order = list(range(clips))
-    random.Random(f"{seed}|uniform|{epoch}").shuffle(order)
+    random.Random(f"{seed}|clips|{epoch}").shuffle(order)
     return order
 
 
@@ -81,13 +83,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     rows: dict[str, dict[str, float]] = {}
-    for name, make in (("stream", lambda e: stream_order(args.clips, args.shard_clips, args.buffer, args.seed, e)),
-                       ("uniform", lambda e: uniform_order(args.clips, args.seed, e))):
+    for name, make in (("buffer", lambda e: stream_order(args.clips, args.shard_clips, args.buffer, args.seed, e)),
+                       ("permutation", lambda e: permutation_order(args.clips, args.seed, e))):
         runs = [measure(make(e), make(e + 1), args.shard_clips, args.batch) for e in range(args.epochs)]
         rows[name] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
-    print(f"{'order':<8} {'same_shard_pairs':>17} {'shards_per_batch':>17} {'within_shard_rho':>17} {'epoch_rho':>10}")
+    print(f"{'order':<12} {'same_shard_pairs':>17} {'shards_per_batch':>17} {'within_shard_rho':>17} {'epoch_rho':>10}")
     for name, r in rows.items():
-        print(f"{name:<8} {r['same_shard_pairs']:>17.4f} {r['shards_per_batch']:>17.2f} "
+        print(f"{name:<12} {r['same_shard_pairs']:>17.4f} {r['shards_per_batch']:>17.2f} "
               f"{r['within_shard_rho']:>17.4f} {r['epoch_rho']:>10.4f}")
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))

@@ -30,6 +30,7 @@ SOURCES = ("shards", "cache")
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: fp32 under data.compat=authors, else bf16 on GPU / fp32 on CPU
 DFEW_FACES_SUBDIR = ("Clip", "clip_224x224")  # DFEW's official face frames under the dataset root
 CACHE_DTYPES = ("float16", "bfloat16")
+SHUFFLE_MODES = ("permutation", "buffer")  # uniform per-epoch clip permutation | shard order + sample buffer
 
 
 def check_choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -59,7 +60,8 @@ class DataConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
     hflip_p: float = 0.5
-    shuffle_buffer: int = 256
+    shuffle: str = "permutation"  # training order from shards: "permutation" (uniform) | "buffer" (streaming)
+    shuffle_buffer: int = 256  # samples in the streaming shuffle buffer (shuffle="buffer" only)
     num_workers: int = 2
     # shards and cache
     shard_max_clips: int = 500
@@ -76,6 +78,7 @@ class DataConfig:
         check_choice("data.frame_order", self.frame_order, (AUTO, *FRAME_ORDERS))
         check_choice("data.audio_window", self.audio_window, AUDIO_WINDOWS)
         check_choice("data.cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        check_choice("data.shuffle", self.shuffle, SHUFFLE_MODES)
         for name in ("num_frames", "crop_size", "spec_frames", "shard_max_clips", "shard_max_bytes", "cache_views"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name}={getattr(self, name)} must be at least 1")

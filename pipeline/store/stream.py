@@ -2,12 +2,17 @@
 
 `build_loader(cfg, ws, split, ...)` returns a torch DataLoader whose batches are
 `(frames uint8 (n,T,3,S,S), fbank float32 (n,1,512,128), label int64 (n,), clip_id list[str])`.
-Split "train" reads the shards of the four other test folds, shuffled (shard order per epoch,
-deterministically from train.seed, then a sample shuffle buffer) and augmented; "test" reads
-fold cfg.fold's shards in index order, deterministic, view `view` of `num_views`.
+Split "train" reads the clips of the four other test folds, augmented, in a uniform random
+permutation per epoch (`data.shuffle="permutation"`, the default: seeded from train.seed and the
+epoch; each clip is read through a per-shard table of byte ranges, one contiguous read per clip,
+since a clip's members are adjacent in its tar), or, with `data.shuffle="buffer"`, streamed: shard
+order shuffled per epoch, then a sample shuffle buffer (cheaper on storage that only streams well,
+but far from uniform: `bench/shuffle.py`). "test" reads fold cfg.fold's shards in index order,
+deterministic, view `view` of `num_views`.
 
 Splitting: every (rank, DataLoader worker) pair is one of world_size x num_workers "slots".
-With at least as many shards as slots, shards are dealt out (rank first, like
+Under the permutation, slot s reads positions s, s + slots, ... of the epoch's permutation.
+Streaming (test, and "buffer" training): with at least as many shards as slots, shards are dealt out (rank first, like
 webdataset's split_by_node / split_by_worker, with rank and world size passed explicitly so a
 test can simulate DDP); with fewer shards, every slot reads the shards and keeps the samples
 whose position in the index falls to it. Either way the slots see disjoint subsets whose union
@@ -21,6 +26,7 @@ JPEG decoding and augmentation run in the DataLoader workers.
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import tarfile
@@ -126,7 +132,8 @@ class ShardStream(IterableDataset):
 
     def __init__(self, shards_dir: Path, entries: list[dict[str, Any]], sampler: ClipSampler, *, train: bool,
                  seed: int = 1, epoch: int = 0, view: int = 0, num_views: int = 1, rank: int = 0,
-                 world_size: int = 1, shuffle_buffer: int = 256, ledger: Path | None = None) -> None:
+                 world_size: int = 1, shuffle_buffer: int = 256, shuffle: str = "permutation",
+                 ledger: Path | None = None) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
@@ -138,7 +145,9 @@ class ShardStream(IterableDataset):
         self.view, self.num_views = view, num_views
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer = shuffle_buffer
+        self.shuffle = shuffle
         self.report = ReadReport(ledger)
+        self._ranges: dict[str, dict[str, tuple[int, int]] | None] = {}  # shard name -> {key: (start, end)}
         self.position: dict[str, int] = {}  # sample key -> position in the split (for sample-level splitting)
         for s in entries:
             for cid in s["clips"]:
@@ -195,6 +204,58 @@ class ShardStream(IterableDataset):
                     detail += f" (file is {size} bytes, index says {entry['bytes']}: truncated or replaced)"
                 self.report.record(str(path), detail, len(lost), offset)
 
+    def permutation(self) -> list[tuple[str, dict[str, Any]]]:
+        """This epoch's order of the split's clips: (sample key, its shard's index entry), uniformly permuted."""
+        items = [(sample_key(cid), entry) for entry in self.entries for cid in entry["clips"]]
+        random.Random(f"{self.seed}|clips|{self.epoch}").shuffle(items)
+        return items
+
+    def _byte_ranges(self, entry: dict[str, Any]) -> dict[str, tuple[int, int]] | None:
+        """{sample key: (first byte, end byte)} of one shard from its tar headers (None: unreadable shard)."""
+        name = entry["name"]
+        if name not in self._ranges:
+            path = self.shards_dir / name
+            ranges: dict[str, tuple[int, int]] = {}
+            try:
+                with tarfile.open(path, "r:") as tar:  # walks the headers, seeking over the data
+                    for m in tar:
+                        key = Path(m.name).name.split(".", 1)[0]
+                        end = m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                        lo, hi = ranges.get(key, (m.offset, end))
+                        ranges[key] = (min(lo, m.offset), max(hi, end))
+            except SHARD_READ_ERRORS as exc:
+                first = exc.args[0] if exc.args else type(exc).__name__
+                self.report.record(str(path), f"unreadable shard ({type(exc).__name__}: {first})", 0)
+                ranges = {}
+            self._ranges[name] = ranges
+        return self._ranges[name]
+
+    def _read_permuted(self, items: list[tuple[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+        """Complete samples in the given order, each read as one contiguous byte range of its shard."""
+        handles: dict[str, Any] = {}
+        try:
+            for key, entry in items:
+                path = self.shards_dir / entry["name"]
+                span = self._byte_ranges(entry).get(key)
+                if span is None:
+                    self.report.record(str(path), "sample not in the shard (truncated or replaced?)", 1, key=key)
+                    continue
+                try:
+                    fh = handles.get(entry["name"]) or handles.setdefault(entry["name"], open(path, "rb"))
+                    fh.seek(span[0])
+                    chunk = fh.read(span[1] - span[0])
+                    sample: dict[str, Any] = {"__key__": key, "__url__": str(path)}
+                    with tarfile.open(fileobj=io.BytesIO(chunk), mode="r:") as tar:
+                        for m in tar:
+                            if m.isfile():
+                                sample[Path(m.name).name.split(".", 1)[1]] = tar.extractfile(m).read()
+                    yield _complete(sample)
+                except (*SHARD_READ_ERRORS, KeyError) as exc:
+                    self.report.record(str(path), f"unreadable sample ({type(exc).__name__}: {exc})", 1, span[0], key)
+        finally:
+            for fh in handles.values():
+                fh.close()
+
     def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int, str]:
         try:
             clip = _clip(sample)
@@ -218,6 +279,11 @@ class ShardStream(IterableDataset):
         import webdataset as wds
 
         slot, slots, workers = reader_slot(self.rank, self.world_size)
+        if self.train and self.shuffle == "permutation":
+            mine_items = self.permutation()[slot::slots]
+            yield from wds.DataPipeline(lambda: self._read_permuted(mine_items),
+                                        wds.map(self._decode, handler=self._decode_handler))
+            return
         entries = self._ordered()
         if len(entries) >= slots:  # deal shards: by rank (split_by_node), then by worker (split_by_worker)
             mine = islice(entries, self.rank, None, self.world_size)
@@ -243,7 +309,7 @@ def build_dataset(cfg: Any, ws: Workspace, split: str, *, epoch: int = 0, view: 
         raise MMAError(f"{ws.shards_dir(cfg.dataset) / 'index.json'}: no {split} shards for fold {cfg.fold}")
     return ShardStream(ws.shards_dir(cfg.dataset), entries, ClipSampler.from_config(cfg), train=split == "train",
                        seed=cfg.train.seed, epoch=epoch, view=view, num_views=num_views, rank=rank,
-                       world_size=world_size, shuffle_buffer=cfg.data.shuffle_buffer,
+                       world_size=world_size, shuffle_buffer=cfg.data.shuffle_buffer, shuffle=cfg.data.shuffle,
                        ledger=ws.shards_dir(cfg.dataset) / "read_errors.jsonl")
 
 

@@ -59,6 +59,6 @@ def test_shuffle_bench_measures_the_stream_order(tmp_path, capsys):
     rows = _load("shuffle").main(["--clips", "400", "--shard-clips", "100", "--buffer", "16", "--epochs", "1",
                                   "--json", str(out)])
     # a 16-sample buffer over 100-clip shards keeps batches inside one shard; a permutation does not
-    assert rows["stream"]["same_shard_pairs"] > 0.5 > rows["uniform"]["same_shard_pairs"]
-    assert set(json.loads(out.read_text())["rows"]) == {"stream", "uniform"}
+    assert rows["buffer"]["same_shard_pairs"] > 0.5 > rows["permutation"]["same_shard_pairs"]
+    assert set(json.loads(out.read_text())["rows"]) == {"buffer", "permutation"}
     assert "within_shard_rho" in capsys.readouterr().out
