@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import glob
 import json
 import logging
@@ -207,12 +208,15 @@ def build_inputs(args: argparse.Namespace, scratch: Path) -> tuple[dict, float]:
     run_shard("bench", ws, cfg.data)
     run_cache(cfg, ws, workers=args.workers, cluster="local")
     train = [r for r in rows if r["test_fold"] != cfg.fold]
+    buffered = copy.deepcopy(cfg)
+    buffered.data.shuffle = "buffer"  # the streaming order (shard order + sample buffer)
     authors = AuthorsDataset(scratch / "authors", [r["clip_id"] for r in train], [r["label"] for r in train],
                              args.image_size)
     loaders = {
         "jpeg_folder": lambda: torch.utils.data.DataLoader(authors, batch_size=args.batch, shuffle=True,
                                                            num_workers=args.workers),
         "shards": lambda: build_loader(cfg, ws, "train", num_workers=args.workers),
+        "shards_buffer": lambda: build_loader(buffered, ws, "train", num_workers=args.workers),
         "cache": lambda: build_cached_loader(cfg, ws, "train", num_workers=args.workers),
     }
     return loaders, time.perf_counter() - t
@@ -230,10 +234,12 @@ def measure_loaders(loaders: dict, epochs: int, rounds: int) -> dict[str, dict]:
 
 
 def summarise(results: dict[str, dict], args: argparse.Namespace, setup: float) -> dict:
-    x, y, z = (results[k]["steady"] for k in ("jpeg_folder", "shards", "cache"))
+    x, y, z, b = (results[k]["steady"] for k in ("jpeg_folder", "shards", "cache", "shards_buffer"))
     ex, ey, ez = (results[k]["epoch"] for k in ("jpeg_folder", "shards", "cache"))
-    return {"clips_per_s": {"jpeg_folder": round(x, 2), "shards": round(y, 2), "cache": round(z, 2)},
-            "ratios": {"shards_vs_jpeg": round(y / x, 2), "cache_vs_jpeg": round(z / x, 2)},
+    return {"clips_per_s": {"jpeg_folder": round(x, 2), "shards": round(y, 2), "cache": round(z, 2),
+                            "shards_buffer": round(b, 2)},
+            "ratios": {"shards_vs_jpeg": round(y / x, 2), "cache_vs_jpeg": round(z / x, 2),
+                       "permutation_vs_buffer": round(y / b, 2)},
             "workers": args.workers, "clips": results["jpeg_folder"]["clips"],
             "epoch_clips_per_s": {"jpeg_folder": round(ex, 2), "shards": round(ey, 2), "cache": round(ez, 2)},
             "first_batch_s": {k: round(r["first_batch_s"], 3) for k, r in results.items()},

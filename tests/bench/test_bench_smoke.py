@@ -39,9 +39,9 @@ def test_loader_bench_runs_on_tiny_clips(tmp_path, capsys):
     result = _load("loader").main(["--clips", "10", "--frames", "8", "--size", "32", "--image-size", "32",
                                    "--workers", "1", "--batch", "2", "--epochs", "1", "--rounds", "1",
                                    "--views", "1", "--scratch", str(tmp_path / "scratch"), "--json", str(out)])
-    assert set(result["clips_per_s"]) == {"jpeg_folder", "shards", "cache"}
+    assert set(result["clips_per_s"]) == {"jpeg_folder", "shards", "cache", "shards_buffer"}
     assert all(v > 0 for v in result["clips_per_s"].values())
-    assert json.loads(out.read_text())["ratios"].keys() == {"shards_vs_jpeg", "cache_vs_jpeg"}
+    assert json.loads(out.read_text())["ratios"].keys() == {"shards_vs_jpeg", "cache_vs_jpeg", "permutation_vs_buffer"}
     assert "targets:" in capsys.readouterr().out
 
 
