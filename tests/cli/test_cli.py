@@ -78,3 +78,24 @@ def test_workdir_from_environment(monkeypatch, tmp_path):
     result = runner.invoke(cli.app, ["report", "synth"], env={"MMA_WORKDIR": str(tmp_path / "w")})
     assert result.exit_code == 0, result.output
     assert seen["workdir"] == tmp_path / "w"
+
+
+def test_only_the_projects_errors_become_one_line(monkeypatch, tmp_path):
+    """A bug (here a ValueError from inside a stage) keeps its traceback and exits 1; MMAError is one line."""
+    import pipeline.results.report
+    from pipeline.core.errors import MMAError
+
+    def buggy(dataset, ws, runs_dir=None, **options):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(pipeline.results.report, "make_report", buggy)
+    result = runner.invoke(cli.app, ["--workdir", str(tmp_path), "report", "synth"])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+    assert "error:" not in result.output
+
+    def refused(dataset, ws, runs_dir=None, **options):
+        raise MMAError(f"{tmp_path}: a problem the user can fix\nsecond line is not printed")
+
+    monkeypatch.setattr(pipeline.results.report, "make_report", refused)
+    result = runner.invoke(cli.app, ["--workdir", str(tmp_path), "report", "synth"])
+    assert result.exit_code == 2 and result.output == f"error: {tmp_path}: a problem the user can fix\n"

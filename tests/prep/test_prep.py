@@ -212,3 +212,22 @@ def test_slurm_cluster_path_with_a_fake_slurm(synth_root: Path, tmp_path: Path, 
     assert summary["clips_ok"] == 2
     assert seen["queue"] == "gpu" and seen["walltime"] == "00:30:00" and seen["memory"] == "8GB"
     assert "--gres=gpu:1" in seen["job_extra_directives"] and 1 in seen["jobs"]
+
+
+def test_prep_exits_1_when_more_than_max_failed(prepped, synth_root: Path, workspace):
+    """The synth set's faulty clips are ~10% of it: over the 1% default, under --max-failed 20%."""
+    failed, total = prepped["clips_failed"], prepped["clips_total"]
+    assert failed >= 1
+    args = ["--workdir", str(workspace.workdir), "--manifests", str(workspace.manifest_dir), "prep", "synth",
+            "--root", str(synth_root), "--cluster", "serial", "--set", "data.compat=mma", "--set",
+            f"data.crop_size={TEST_CROP_SIZE}"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last == f"error: {failed} of {total} clips failed ({100 * failed / total:.1f}% > --max-failed 1%)", last
+    result = CliRunner().invoke(cli.app, [*args, "--max-failed", "20%"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((workspace.prep_dir("synth") / "summary.json").read_text())
+    assert summary["too_many_failed"] is False and summary["max_failed"] == 0.2 and summary["clips_failed"] == failed
+    result = CliRunner().invoke(cli.app, [*args, "--max-failed", "lots"])
+    assert result.exit_code == 2 and "--max-failed 'lots'" in result.output
