@@ -18,6 +18,7 @@ import importlib
 import logging
 import math
 import pickle
+import struct
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 FORMAT = "mma-v1"
 # What torch.load raises on a file that is not a checkpoint, or a truncated one (zip reader errors are
 # RuntimeErrors; an empty file is an EOFError; a text file a KeyError or UnpicklingError).
-BAD_FILE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, EOFError, KeyError, ValueError, OSError,
+# Arbitrary bytes fed to the weights-only unpickler also raise lookup, type, struct and overflow errors.
+BAD_FILE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, EOFError, LookupError, ValueError, TypeError,
+                                                    AttributeError, struct.error, OverflowError,
                                                     pickle.UnpicklingError)
 # MAE pre-training leftovers and heads that the encoders do not use.
 IGNORED_ENCODER_KEYS = ("decoder", "mask_token", "head.", "head_dist.", "fc_norm.")
@@ -81,6 +84,8 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         raise ModelError(f"{path}: file not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as exc:  # the file exists but cannot be read (permissions, I/O error)
+        raise ModelError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except pickle.UnpicklingError as first:
         try:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
