@@ -1,6 +1,6 @@
 """The mma pipeline: data and stage logic, one sub-package per stage of the graph.
 
-    core -> data -> prep -> store -> engine -> results -> experiments   (and demo, which runs them all)
+    core -> weights -> data -> prep -> store -> engine -> results -> experiments   (and demo, which runs them all)
 
 A sub-package imports only from `core` and the stages before it; nothing imports `cli.py`.
 `docs/architecture.md` maps every module.
