@@ -58,7 +58,7 @@ def plot_timeline(path: str | Path, analysis: Any, classes: Sequence[str]) -> Pa
     ys = np.concatenate([probs[:1], probs, probs[-1:]]).T
     n_faces = min(len(spans), MAX_STRIP_FACES)
     fig = plt.figure(figsize=(13, 6.2))
-    grid = fig.add_gridspec(3, 2, height_ratios=[3.2, 1.1, 1.3], width_ratios=[6.0, 1.0], hspace=0.12, wspace=0.02)
+    grid = fig.add_gridspec(3, 2, height_ratios=[3.2, 1.1, 1.3], width_ratios=[6.0, 1.0])
     ax = fig.add_subplot(grid[0, 0])
     ax.stackplot(xs, ys, colors=colours, labels=list(classes), alpha=0.9, linewidth=0)
     top = probs.argmax(axis=1)
