@@ -63,7 +63,7 @@ def finished_result(video_out: Path, video: Path, provenance: dict[str, Any],
     summary = read_json_or(video_out / "summary.json", None)
     if not isinstance(summary, dict) or not all((video_out / f).is_file() for f in VIDEO_FILES):
         return None
-    if (summary.get("video") != str(video) or summary.get("settings") != settings
+    if (Path(str(summary.get("video"))).resolve() != video.resolve() or summary.get("settings") != settings
             or summary.get("checkpoint") != provenance["checkpoint"]):
         return None
     classes = summary["model"]["classes"]
