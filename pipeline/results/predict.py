@@ -1,35 +1,45 @@
-"""`mma predict`: emotion distribution of a user's own video files, from a trained checkpoint.
+"""`mma predict`: emotion over time in a user's own videos, from a trained checkpoint.
 
-Each video goes through prep's per-clip function (`pipeline.prep.clip.process_video`: decode, face
-crops, fbank) into a temporary clip directory, then the test-time input of the loader
-(`pipeline.store.sampling.make_test_input`) and the model. With `window` seconds the clip is also
-cut into consecutive windows (frames and fbank rows of each time span, written as clip
-directories of their own) to give the distribution over time. A video without an audio
-track is predicted from the silence spectrogram, with a warning.
+Each video is prepped once by prep's per-clip function (`pipeline.prep.clip.process_video`:
+decode, MTCNN faces detected once and tracked, crops, one fbank) into a temporary clip
+directory, read back as one in-memory sample, and cut into sliding windows (default 2 s every
+1 s, `pipeline.results.windows`) that share those frames and that spectrogram; each window is
+sampled by the test transform and the windows go through the model in batches. The clip-level
+distribution is the mean over windows. Folders expand (recursively, sorted) to the video files
+in them; a failing file is reported in its entry and never stops the others.
+
+With `out`, every video also gets `<out>/<stem>/` (windows.csv, summary.json, timeline.png,
+annotated.mp4, index.html; `pipeline.results.outputs`) and `<out>/predictions.csv` one row per
+video. Without it, the result is a readable table (per-window rows with `show_windows`) or JSON
+(summary + windows per video).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import math
-import os
-import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from pipeline.core.config import RunConfig, from_dict, paper
+from pipeline.core.config import RunConfig, from_dict, paper, to_dict
 from pipeline.core.device import pick_device
 from pipeline.core.errors import MMAError
+from pipeline.core.io import sha256_file
 from pipeline.core.paths import Workspace
-from pipeline.prep.audio import FBANK_ROWS_PER_SECOND
+from pipeline.results.windows import WindowSpan, check_window_settings, predict_windows, window_spans
 from pipeline.weights.resolve import check_trained_checkpoint
 
 log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+NO_AUDIO_WARNING = "no audio track: silence used"
+NO_FACE_WARN_FRACTION = 0.05  # warn when at least this share of frames has no detected face
 
 
 def _classes_for(dataset: str | None, ws: Workspace | None, saved: list[str] | None) -> list[str]:
@@ -52,7 +62,11 @@ def _classes_for(dataset: str | None, ws: Workspace | None, saved: list[str] | N
 def load_predictor(checkpoint: str | Path, *, official: bool = False, dataset: str | None = None,
                    image_size: int | None = None, workspace: Workspace | None = None,
                    device: str | None = None) -> tuple[torch.nn.Module, RunConfig, list[str]]:
-    """(model on device in eval mode, its run config, class names) for a checkpoint."""
+    """(model on device in eval mode, its run config, class names) for a checkpoint.
+
+    `dataset` names the label set the caller expects: a checkpoint trained on another dataset
+    is a one-line error naming the checkpoint.
+    """
     from pipeline.engine.evaluate import load_model_for_eval
 
     path = Path(checkpoint)
@@ -72,6 +86,9 @@ def load_predictor(checkpoint: str | Path, *, official: bool = False, dataset: s
 
         ck = load_model_checkpoint(path, map_location="cpu")  # MMAError unless an mma checkpoint
         cfg = from_dict(ck["config"], base=RunConfig())
+        if dataset is not None and cfg.dataset and dataset != cfg.dataset:
+            raise MMAError(f"{path}: checkpoint was trained on {cfg.dataset}'s {cfg.model.num_classes} classes, "
+                           f"not on the {dataset} label set asked for with --dataset")
         classes = _classes_for(dataset or cfg.dataset, workspace, ck.get("classes"))
         if len(classes) != cfg.model.num_classes:
             raise MMAError(f"{path}: checkpoint predicts {cfg.model.num_classes} classes, "
@@ -82,123 +99,233 @@ def load_predictor(checkpoint: str | Path, *, official: bool = False, dataset: s
     return net, cfg, classes
 
 
-def _window_dir(clip_dir: Path, out: Path, meta: dict[str, Any], fbank: np.ndarray, frames: list[Path],
-                t0: float, t1: float) -> Path | None:
-    """A clip directory holding the frames and fbank rows of [t0, t1); None when it has no frame."""
-    fps = float(meta["fps"])
-    idx = [i for i in range(len(frames)) if t0 <= i / fps < t1]
-    if not idx:
-        return None
-    (out / "frames").mkdir(parents=True)
-    for j, i in enumerate(idx):
-        os.symlink(frames[i].resolve(), out / "frames" / f"{j:06d}{frames[i].suffix}")
-    lo, hi = int(round(t0 * FBANK_ROWS_PER_SECOND)), int(round(t1 * FBANK_ROWS_PER_SECOND))
-    part = fbank[lo:hi] if len(fbank) else fbank
-    np.save(out / "fbank.npy", part)
-    sub = dict(meta, num_frames=len(idx), audio_seconds=len(part) / FBANK_ROWS_PER_SECOND,
-               window=[t0, t1], clip_id=f"{meta.get('clip_id', clip_dir.name)}@{t0:g}")
-    (out / "meta.json").write_text(json.dumps(sub))
-    return out
+# --------------------------------------------------------------------------- inputs
 
 
-def _distribution(net: torch.nn.Module, cfg: RunConfig, clip_dir: Path, device: torch.device) -> np.ndarray:
-    from pipeline.engine.batches import autocast, autocast_dtype
-    from pipeline.store.sampling import load_clip_dir, make_test_input
+def expand_videos(paths: Sequence[str | Path]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Video files named or found (recursively, sorted) in the folders named; plus failure entries.
 
-    frames, fbank = make_test_input(load_clip_dir(clip_dir), cfg)
-    x = frames.unsqueeze(0).to(device).float().div_(255)
-    spec = fbank.unsqueeze(0).to(device).float()
-    with torch.inference_mode(), autocast(device, autocast_dtype(cfg.train.precision, device, cfg.data.compat)):
-        logits = net(x, spec)
-    return torch.softmax(logits.float(), dim=-1)[0].cpu().numpy()
+    A path that does not exist, or a folder holding no video file, becomes a failure entry
+    ({"video", "error"}); a file named explicitly is kept whatever its extension (decoding
+    tells whether it is a video).
+    """
+    videos: list[Path] = []
+    failures: list[dict[str, Any]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                failures.append({"video": str(path), "error": f"{path}: folder holds no video file "
+                                                              f"({', '.join(VIDEO_EXTENSIONS)})"})
+            videos.extend(found)
+        elif path.is_file():
+            videos.append(path)
+        else:
+            failures.append({"video": str(path), "error": f"{path}: video file not found"})
+    return videos, failures
 
 
-def _top(probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    i = int(np.argmax(probs))
-    return {"emotion": classes[i], "probability": float(probs[i]),
-            "distribution": {c: float(p) for c, p in zip(classes, probs)}}
+# --------------------------------------------------------------------------- one video
 
 
-def predict_video(net: torch.nn.Module, cfg: RunConfig, classes: Sequence[str], video: str | Path, *,
-                  window: float | None = None, device: str | None = None) -> dict[str, Any]:
-    """Prediction for one video: top emotion, distribution, warnings, and per-window results."""
+@dataclass
+class VideoAnalysis:
+    """Everything one video's outputs are made from: prep's meta and sample, the windows and their probabilities."""
+
+    video: Path
+    meta: dict[str, Any]
+    sample: dict[str, Any]  # `load_clip_dir` layout: JPEG face crops of every frame, whole-clip fbank
+    spans: list[WindowSpan]
+    probs: np.ndarray  # (n_windows, n_classes)
+    warnings: list[str]
+
+    @property
+    def face_found(self) -> np.ndarray:
+        """(num_frames,) bool: MTCNN found at least one face in the frame."""
+        found = self.meta.get("faces_found") or [1] * int(self.meta["num_frames"])
+        return np.asarray(found) > 0
+
+    @property
+    def duration(self) -> float:
+        return int(self.meta["num_frames"]) / float(self.meta["fps"])
+
+
+def _video_warnings(meta: dict[str, Any]) -> list[str]:
+    """Prep's warnings, phrased for a person looking at one video's result."""
+    warnings = []
+    for w in meta.get("warnings", []):
+        if w == "no audio track":
+            w = NO_AUDIO_WARNING
+        elif w.startswith("face not found in "):
+            continue  # restated below as a share of frames
+        warnings.append(str(w))
+    if not meta.get("has_audio", True) and NO_AUDIO_WARNING not in warnings:
+        warnings.append(NO_AUDIO_WARNING)
+    found = np.asarray(meta.get("faces_found") or [1]) > 0
+    missing = 1.0 - float(found.mean())
+    if NO_FACE_WARN_FRACTION <= missing < 1.0:
+        warnings.append(f"no face in {100 * missing:.0f}% of frames")
+    return warnings
+
+
+def analyse_video(net: torch.nn.Module, cfg: RunConfig, video: str | Path, *, window: float, stride: float,
+                  device: torch.device) -> VideoAnalysis:
+    """Prep `video` once (faces, fbank) and predict every sliding window of it."""
     from pipeline.prep.clip import process_video
+    from pipeline.store.sampling import load_clip_dir
 
     video = Path(video)
     if not video.is_file():
         raise MMAError(f"{video}: video file not found")
-    dev = pick_device(device)
+    data_cfg = dataclasses.replace(cfg.data, faces="detect")
     with tempfile.TemporaryDirectory(prefix="mma-predict-") as tmp:
-        clip_dir = Path(tmp) / "clip"
-        meta = process_video(video, clip_dir, cfg.data, clip_id=video.stem, device=str(dev))
-        if (clip_dir / "meta.json").exists():
-            meta = {**json.loads((clip_dir / "meta.json").read_text()), **(meta or {})}
-        warnings = [str(w) for w in meta.get("warnings", [])]
-        if not meta.get("has_audio", True) and not any("no audio" in w for w in warnings):
-            warnings.append("no audio track: predicted from the silence spectrogram (vision only in effect)")
-            log.warning("%s: no audio track; using the silence spectrogram", video)
-        probs = _distribution(net, cfg, clip_dir, dev)
-        out: dict[str, Any] = {"video": str(video), **_top(probs, classes),
-                               "num_frames": meta.get("num_frames"), "fps": meta.get("fps"),
-                               "has_audio": bool(meta.get("has_audio", True)), "warnings": warnings}
-        if window:
-            frames = sorted((clip_dir / "frames").iterdir(), key=lambda p: int(p.stem))
-            fbank = np.load(clip_dir / "fbank.npy")
-            duration = len(frames) / float(meta["fps"])
-            windows = []
-            for k in range(max(1, math.ceil(duration / window - 1e-9))):
-                t0, t1 = k * window, min((k + 1) * window, duration)
-                wdir = _window_dir(clip_dir, Path(tmp) / f"w{k:05d}", meta, fbank, frames, t0, t1)
-                if wdir is None:
-                    continue
-                windows.append({"start": round(t0, 3), "end": round(t1, 3),
-                                **_top(_distribution(net, cfg, wdir, dev), classes)})
-                shutil.rmtree(wdir, ignore_errors=True)
-            out["windows"] = windows
-    return out
+        meta = process_video(video, Path(tmp) / "clip", data_cfg, clip_id=video.stem, device=str(device))
+        sample = load_clip_dir(Path(tmp) / "clip")
+    spans = window_spans(int(meta["num_frames"]), float(meta["fps"]), window, stride)
+    probs = predict_windows(net, cfg, sample, spans, device)
+    warnings = _video_warnings(meta)
+    for w in warnings:
+        log.warning("%s: %s", video, w)
+    return VideoAnalysis(video, meta, sample, spans, probs, warnings)
 
 
-def format_predictions(results: Sequence[dict[str, Any]], classes: Sequence[str]) -> str:
-    """Human-readable table: one line per video (top emotion, distribution), windows below it."""
+def _distribution(probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    i = int(np.argmax(probs))
+    return {"top_class": classes[i], "probability": round(float(probs[i]), 6),
+            "distribution": {c: round(float(p), 6) for c, p in zip(classes, probs)}}
+
+
+def video_result(analysis: VideoAnalysis, classes: Sequence[str], provenance: dict[str, Any],
+                 settings: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's content plus "windows" (one dict per window) for one analysed video."""
+    found = analysis.face_found
+    windows = [{"start": s.start, "end": s.end, **_distribution(p, classes),
+                "faces_found": int(found[s.first:s.stop].sum()), "frames": s.stop - s.first}
+               for s, p in zip(analysis.spans, analysis.probs)]
+    meta = analysis.meta
+    summary = {
+        "video": str(analysis.video),
+        **_distribution(analysis.probs.mean(axis=0), classes),
+        "duration": round(analysis.duration, 4),
+        "num_frames": int(meta["num_frames"]),
+        "fps": float(meta["fps"]),
+        "size": meta.get("source_size"),
+        "has_audio": bool(meta.get("has_audio", False)),
+        "num_windows": len(windows),
+        "no_face_frames": int((~found).sum()),
+        "warnings": list(analysis.warnings),
+        **provenance,
+        "settings": settings,
+    }
+    return {**summary, "windows": windows}
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def format_predictions(results: Sequence[dict[str, Any]], classes: Sequence[str], *, show_windows: bool = False) -> str:
+    """Human-readable table: one block per video (top class, distribution), windows below it if asked."""
     width = max(len(c) for c in classes)
     lines: list[str] = []
     for r in results:
         if "error" in r:
             lines.append(f"{r['video']}: error: {r['error']}")
             continue
-        lines.append(f"{r['video']}: {r['emotion']} ({100 * r['probability']:.1f}%)")
+        lines.append(f"{r['video']}: {r['top_class']} ({100 * r['probability']:.1f}%)")
         for c, p in sorted(r["distribution"].items(), key=lambda kv: -kv[1]):
             lines.append(f"  {c:<{width}} {100 * p:5.1f}% {'#' * int(round(30 * p))}")
-        for w in r.get("windows", []):
-            lines.append(f"  [{w['start']:7.2f}s - {w['end']:7.2f}s] {w['emotion']} ({100 * w['probability']:.1f}%)")
+        if show_windows:
+            lines.append(f"  {'window':<21} {'top class':<{width}}  {'prob':>6}  faces")
+            for w in r.get("windows", []):
+                lines.append(f"  [{w['start']:7.2f}s - {w['end']:7.2f}s] {w['top_class']:<{width}} "
+                             f"{100 * w['probability']:5.1f}%  {w['faces_found']}/{w['frames']}")
         for warn in r["warnings"]:
             lines.append(f"  warning: {warn}")
+        if r.get("output"):
+            lines.append(f"  output: {r['output']}")
     return "\n".join(lines)
 
 
+def _settings(cfg: RunConfig, window: float, stride: float, device: torch.device) -> dict[str, Any]:
+    return {"window": window, "stride": stride, "num_frames": cfg.model.num_frames,
+            "image_size": cfg.model.image_size, "crop_size": cfg.data.crop_size,
+            "face_select": cfg.data.face_select, "audio_rate": cfg.data.audio_rate,
+            "audio_window": cfg.data.audio_window, "spec_frames": cfg.data.spec_frames, "device": device.type}
+
+
+def _provenance(checkpoint: Path, cfg: RunConfig, classes: Sequence[str], official: bool) -> dict[str, Any]:
+    return {"checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint), "official": official},
+            "model": {"dataset": cfg.dataset, "preset": cfg.name, "classes": list(classes), **to_dict(cfg.model)}}
+
+
 def predict_videos(videos: Sequence[str | Path], checkpoint: str | Path, *, official: bool = False,
-                   dataset: str | None = None, window: float | None = None, as_json: bool = False,
+                   dataset: str | None = None, window: float | None = None, stride: float | None = None,
+                   out: str | Path | None = None, force: bool = False, as_json: bool = False,
                    device: str | None = None, workspace: Workspace | None = None,
                    image_size: int | None = None) -> dict[str, Any]:
-    """Predict every video; a failing video is reported in its entry and the others go on.
+    """Predict every video (files or folders); a failing video is reported in its entry and the others go on.
 
-    Returns {"classes", "videos": [per-video dicts], "failed": n, "text": rendering}, where
-    text is JSON when `as_json` and a readable table otherwise (the CLI prints it).
+    Returns {"checkpoint", "classes", "videos": [per-video dicts], "failed": n, "text": rendering},
+    where text is JSON when `as_json` and a readable table otherwise (the CLI prints it); the
+    table lists the windows when `window` was given.
     """
-    if window is not None and window <= 0:
-        raise MMAError(f"--window {window}: must be a positive number of seconds")
+    from pipeline.core.progress import progress_bar
+
+    win, step = check_window_settings(window, stride)
+    files, failures = expand_videos(videos)
     check_trained_checkpoint(checkpoint, official=official)
     net, cfg, classes = load_predictor(checkpoint, official=official, dataset=dataset, image_size=image_size,
                                        workspace=workspace, device=device)
-    results: list[dict[str, Any]] = []
-    for video in videos:
-        try:
-            results.append(predict_video(net, cfg, classes, video, window=window, device=device))
-        except MMAError as exc:
-            log.error("%s", exc)
-            results.append({"video": str(video), "error": str(exc)})
+    dev = pick_device(device)
+    provenance = _provenance(Path(checkpoint), cfg, classes, official)
+    settings = _settings(cfg, win, step, dev)
+    out_dir = Path(out) if out is not None else None
+    names: dict[Path, str] = {}
+    if out_dir is not None:
+        from pipeline.results.outputs import output_names
+
+        names = output_names(files)
+    results: list[dict[str, Any]] = list(failures)
+    for f in failures:
+        log.error("%s", f["error"])
+    with progress_bar("predict", len(files), unit="videos") as bar:
+        task = bar.add_task("predict", total=len(files))
+        for video in files:
+            try:
+                results.append(_one_video(net, cfg, classes, video, dev, win, step, provenance, settings,
+                                          out_dir / names[video] if out_dir is not None else None, force))
+            except MMAError as exc:
+                log.error("%s", exc)
+                results.append({"video": str(video), "error": str(exc)})
+            bar.advance(task)
+    if out_dir is not None:
+        from pipeline.results.outputs import write_predictions_csv
+
+        write_predictions_csv(out_dir / "predictions.csv", results, classes)
     failed = sum("error" in r for r in results)
     payload = {"checkpoint": str(checkpoint), "classes": list(classes), "videos": results, "failed": failed}
     payload["text"] = json.dumps({k: v for k, v in payload.items() if k != "text"}, indent=2) if as_json \
-        else format_predictions(results, classes)
+        else format_predictions(results, classes, show_windows=window is not None)
     return payload
+
+
+def _one_video(net: torch.nn.Module, cfg: RunConfig, classes: Sequence[str], video: Path, dev: torch.device,
+               window: float, stride: float, provenance: dict[str, Any], settings: dict[str, Any],
+               video_out: Path | None, force: bool) -> dict[str, Any]:
+    """One video's result; with `video_out`, its output folder is written (or reused when finished)."""
+    if video_out is not None and not force:
+        from pipeline.results.outputs import finished_result
+
+        done = finished_result(video_out, video, provenance, settings)
+        if done is not None:
+            log.info("%s: already predicted in %s (pass --force to redo)", video, video_out)
+            return done
+    analysis = analyse_video(net, cfg, video, window=window, stride=stride, device=dev)
+    result = video_result(analysis, classes, provenance, settings)
+    if video_out is not None:
+        from pipeline.results.outputs import write_video_outputs
+
+        write_video_outputs(video_out, analysis, result, classes, force=force)
+        result["output"] = str(video_out)
+    return result

@@ -62,3 +62,14 @@ def test_shuffle_bench_measures_the_stream_order(tmp_path, capsys):
     assert rows["buffer"]["same_shard_pairs"] > 0.5 > rows["permutation"]["same_shard_pairs"]
     assert set(json.loads(out.read_text())["rows"]) == {"buffer", "permutation"}
     assert "within_shard_rho" in capsys.readouterr().out
+
+
+def test_predict_bench_runs_on_a_synth_clip(synth_root, tmp_path, capsys):
+    out = tmp_path / "predict.json"
+    faulty = {Path(f["video"]).name for f in json.loads((synth_root / "synth.json").read_text())["faults"]}
+    video = next(p for p in sorted(synth_root.rglob("*.mp4")) if p.name not in faulty)
+    result = _load("predict").main(["--video", str(video), "--seconds", "0", "--presets", "tiny", "--json", str(out)])
+    (row,) = result["rows"]
+    assert row["preset"] == "tiny" and row["windows"] >= 1 and row["s_per_min_full"] > row["s_per_min_windows_only"] > 0
+    assert json.loads(out.read_text())["rows"][0]["batched_vs_one_by_one"] > 0
+    assert "s_per_min_full" in capsys.readouterr().out

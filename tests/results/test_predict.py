@@ -11,27 +11,6 @@ from typer.testing import CliRunner
 import cli
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An mma checkpoint of an (untrained) tiny model for 4 synth classes."""
-    import model as mdl
-
-    from model.checkpoint import save_model_checkpoint
-    from pipeline.core.config import tiny, to_dict
-    from pipeline.data.datasets import MAFW_CLASSES
-
-    cfg = tiny()
-    cfg.dataset = "synth"
-    cfg.model.num_classes = 4
-    cfg.data.crop_size = 64
-    net = mdl.build_model(cfg.model)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_model_checkpoint(path, net, to_dict(cfg), {"vision": {"path": None, "sha256": None},
-                                                    "audio": {"path": None, "sha256": None}},
-                          extra={"classes": list(MAFW_CLASSES[:4]), "epoch": 0})
-    return path
-
-
 def _videos(synth_root: Path) -> tuple[Path, Path]:
     info = json.loads((synth_root / "synth.json").read_text())
     silent = next(synth_root / f["video"] for f in info["faults"] if f["kind"] == "no_audio")
@@ -51,7 +30,7 @@ def test_predict_cli_json_with_windows_and_silent_video(synth_root, tiny_checkpo
     by_name = {Path(v["video"]).name: v for v in out["videos"]}
     for v in by_name.values():
         assert sum(v["distribution"].values()) == pytest.approx(1.0, abs=1e-4)
-        assert v["emotion"] in out["classes"]
+        assert v["top_class"] in out["classes"]
         # 1.6 s clips in 0.5 s windows -> 4 windows covering the clip in order
         assert [w["start"] for w in v["windows"]] == [0.0, 0.5, 1.0, 1.5]
         for w in v["windows"]:
