@@ -575,6 +575,8 @@ def predict(
     image_size: Annotated[
         Optional[int], typer.Option("--image-size", help="S of an --official checkpoint (default 160).")
     ] = None,
+    detect_side: Annotated[int, typer.Option(
+        "--detect-side", help="Longer side (px) of the frames MTCNN sees; raise it for small faces.")] = 320,
     force: ForceOpt = False,
 ) -> None:
     """Emotion over time in your own videos: sliding windows, and with --out a timeline, an annotated video, a page."""
@@ -582,6 +584,7 @@ def predict(
     result = predict_videos(
         videos, checkpoint, official=official, dataset=dataset, window=window, stride=stride, out=out, force=force,
         as_json=as_json, device=device, workspace=_state(ctx).workspace, image_size=image_size,
+        detect_side=detect_side,
     )
     typer.echo(result["text"])
     if result["failed"]:

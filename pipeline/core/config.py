@@ -51,6 +51,7 @@ class DataConfig:
     face_select: str = AUTO  # "track" (mma: most confident face, tracked) | "union" (authors' union box)
     faces: str = AUTO  # "detect" (MTCNN) | "official" (DFEW clip_224x224 frames; authors' on DFEW)
     crop_size: int = 224
+    detect_max_side: int = 640  # MTCNN (track rule) runs on frames downscaled to this longer side
     jpeg_quality: int = 95
     # loading
     frame_order: str = AUTO  # "numeric" | "authors" (MAFW under authors: string-sorted names, len - 1 frames)
@@ -82,6 +83,8 @@ class DataConfig:
         for name in ("num_frames", "crop_size", "spec_frames", "shard_max_clips", "shard_max_bytes", "cache_views"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name}={getattr(self, name)} must be at least 1")
+        if self.detect_max_side < 64:
+            raise ConfigError(f"data.detect_max_side={self.detect_max_side} must be at least 64")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"data.jpeg_quality={self.jpeg_quality} must be in 1..100")
         return self

@@ -24,12 +24,12 @@ from pipeline.core.config import DataConfig, to_dict
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_dir, read_json_or, sha256_json
 from pipeline.prep.audio import clip_fbank
-from pipeline.prep.faces import DETECT_MAX_SIDE, crop_frames, detect_faces, resize_face_frames, select_faces
+from pipeline.prep.faces import crop_frames, detect_faces, resize_face_frames, select_faces
 from pipeline.prep.video import DEFAULT_FPS, ClipError, DecodedClip, decode_clip, read_frame_folder
 
 PREP_VERSION = 2  # 2: union rule replicates the authors (squared box, full-res detection)
 # DataConfig fields that change what prep writes (the rest only matter at load time).
-PREP_FIELDS = ("faces", "face_select", "crop_size", "jpeg_quality", "audio_rate")
+PREP_FIELDS = ("faces", "face_select", "crop_size", "jpeg_quality", "audio_rate", "detect_max_side")
 
 
 # --------------------------------------------------------------------------- settings
@@ -83,9 +83,10 @@ def _detected_faces(video: str | Path | None, data_cfg: DataConfig, clip_id: str
         raise ClipError("open", f"clip {clip_id}: no video file given")
     decoded = decode_clip(video)
     height, width = decoded.frames.shape[1:3]
-    # the authors' union rule detects on the full-resolution frame; tracking on a <= 640 px copy
+    # the authors' union rule detects on the full-resolution frame; tracking on a copy whose longer
+    # side is at most data.detect_max_side (640 for prep; predict uses 320 by default)
     det = detect_faces(decoded.frames, device=device,
-                       max_side=None if data_cfg.face_select == "union" else DETECT_MAX_SIDE)
+                       max_side=None if data_cfg.face_select == "union" else data_cfg.detect_max_side)
     track = select_faces(det, height, width, data_cfg.face_select)
     faces = crop_frames(decoded.frames, track.boxes, data_cfg.crop_size)
     decoded.warnings[:0] = track.warnings
