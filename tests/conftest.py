@@ -111,7 +111,7 @@ def _sinfo_answers() -> bool:
     if shutil.which("sinfo") is None:
         return False
     try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from cluster.conftest import CLIPS, PREP_WORKERS, sacct, sh, wait_for
 
 pytestmark = pytest.mark.slurm

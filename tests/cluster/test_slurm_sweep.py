@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster.conftest import mma, sacct, sh, wait_for
 
+from cluster.conftest import mma, sacct, sh, wait_for
 from pipeline.core.io import read_jsonl
 
 pytestmark = pytest.mark.slurm
