@@ -186,3 +186,24 @@ def test_cli_bad_root_is_a_one_line_error(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli.app, ["--workdir", str(tmp_path), "prep", "mafw", "--root", str(tmp_path / "empty")])
     assert result.exit_code == 2 and "set_1/train.txt: split file not found" in result.output
+
+
+def test_slurm_worker_job_script_carries_cli_options_and_dask_config_directives():
+    """What `--cluster slurm` hands sbatch (the real scheduler runs it in tests/cluster): the CLI's queue,
+    walltime, memory and GPUs, plus account/QOS lines from dask's jobqueue config."""
+    import dask
+    from dask_jobqueue import SLURMCluster
+
+    from pipeline.prep.cluster import ClusterSpec, slurm_cluster_options
+
+    spec = ClusterSpec("slurm", workers=1, threads_per_worker=2,
+                       slurm={"queue": "gpu", "walltime": "00:30:00", "memory": "8GB", "gpus": 1})
+    with dask.config.set({"jobqueue.slurm.job-extra-directives": ["--qos=high"], "jobqueue.slurm.account": "lab42"}):
+        cluster = SLURMCluster(**slurm_cluster_options(spec))
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+    for line in ("#SBATCH -p gpu", "#SBATCH -A lab42", "#SBATCH --cpus-per-task=2", "#SBATCH --mem=8G",
+                 "#SBATCH -t 00:30:00", "#SBATCH --qos=high", "#SBATCH --gres=gpu:1"):
+        assert line in script, (line, script)
