@@ -30,6 +30,9 @@ def test_prep_workers_are_slurm_jobs_and_every_clip_is_processed(slurm_prep, slu
         assert start not in ("Unknown", "None", ""), f"worker job {job_id} never started ({state})"
         assert req_mem.startswith("2G") and limit == "00:10:00", (job_id, req_mem, limit)
 
+    logs = sorted(p.name for p in (slurm_ws.prep_dir("synth") / "dask-logs").glob("*.out"))
+    assert logs == sorted(f"dask-worker-{w[0]}.out" for w in workers), logs  # not slurm-<id>.out in the cwd
+
     # closing the Dask cluster cancelled them: none is left in the queue (COMPLETING ends within KillWait)
     ids = [w[0] for w in workers]
     wait_for(lambda: not set(ids) & set(sh("squeue", "-h", "--name", "dask-worker", "-o", "%i").split()), 60,
