@@ -2,7 +2,9 @@
 
 `synth_root` is an `mma synth` dataset (MAFW layout, faulty clips included), `prepped` is
 `mma prep` run on it (in-process), `sharded` is `mma shard` on that. The project's own modules are
-imported plainly: one that does not import is a failure, never a skip.
+imported plainly: one that does not import is a failure, never a skip. Tests marked `slurm` run
+against a live SLURM cluster when `sinfo` answers, are skipped (with the reason) when it does not,
+and fail instead of skipping when CI=true.
 `tiny_checkpoint` and `media_dir` (real face videos with speech) serve `mma predict`'s tests.
 """
 
@@ -178,3 +180,35 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def chromium() -> str:
     """Debian's chromium binary (headless screenshots of index.html)."""
     return binary("chromium")
+
+
+_SLURM_KEY = pytest.StashKey[bool]()
+NO_SLURM = ("no SLURM: `sinfo` does not answer (bring one up with `bash tests/cluster/slurm.sh up`, "
+            "needs root + Debian)")
+
+
+def _sinfo_answers() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`slurm` tests run when `sinfo` answers; otherwise skipped, except on CI (CI=true), where they fail."""
+    if item.get_closest_marker("slurm") is None:
+        return
+    if _SLURM_KEY not in item.config.stash:  # ask once per session
+        item.config.stash[_SLURM_KEY] = _sinfo_answers()
+    if item.config.stash[_SLURM_KEY]:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{NO_SLURM}; CI=true: the SLURM tests must run (.ci/run starts the cluster)", pytrace=False)
+    pytest.skip(NO_SLURM)
+

@@ -2,13 +2,17 @@
 configuration (the run config plus the SLURM parameters of a config file's `sweep:` section).
 
 A `TrainJob` is a `submitit.helpers.Checkpointable`: it calls `pipeline.engine.train.train_fold`
-in `mma train`'s run directory; when SLURM preempts it or its time runs out, submitit calls
-`checkpoint()`, which requeues the same job with `resume=True`, so it continues from `last.pt`.
+in `mma train`'s run directory; when its time runs out (SIGUSR2 `signal_delay_s` before the limit),
+submitit calls `checkpoint()`, which requeues the same job with `resume=True`. When SLURM itself
+requeues it (preemption, `scontrol requeue`), the batch script reruns the submitted call; a run dir
+holding `last.pt` is then resumed (even for a `--force` submission). Either way it continues from
+`last.pt`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -49,6 +53,12 @@ class TrainJob(submitit.helpers.Checkpointable):
         setup_logging(logging.INFO)
         cfg = from_dict(config, base=RunConfig())
         ws = Workspace(Path(workdir), Path(manifest_dir))
+        restarts = slurm_restart_count()
+        if restarts and force:
+            # requeued by SLURM itself (preemption, `scontrol requeue`): the batch script reruns the
+            # submitted pickle, so --force would otherwise throw away the epochs already trained
+            log.info("SLURM restart %d of a --force job: continuing from last.pt, not starting over", restarts)
+            force = False
         resume = not force and (resume or (Path(run_dir) / "last.pt").exists())
         log.info("sweep job: %s fold %d -> %s (resume=%s, force=%s)", cfg.name, cfg.fold, run_dir, resume, force)
         return train_fold(cfg, ws, run_dir=run_dir, resume=resume, force=force)
@@ -57,6 +67,14 @@ class TrainJob(submitit.helpers.Checkpointable):
         """The requeued job continues from last.pt (never restarts from scratch, even under --force)."""
         kwargs.update(resume=True, force=False)
         return submitit.helpers.DelayedSubmission(TrainJob(), *args, **kwargs)
+
+
+def slurm_restart_count() -> int:
+    """How often SLURM has requeued the running job (SLURM_RESTART_COUNT; 0 outside SLURM)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
 
 
 def job_kwargs(job: Job, ws: Workspace, *, force: bool = False) -> dict[str, Any]:
@@ -86,7 +104,7 @@ def resolve_sweep_config(preset_name: str, config_file: str | Path | None, set_o
         apply_overrides(cfg, set_overrides)
     if overrides:
         apply_overrides(cfg, dict(overrides))
-    cfg.model.validate()
+    cfg.validate()  # every section: a bad value fails here, not in each submitted job
     return cfg, section
 
 

@@ -11,7 +11,7 @@ from pipeline.core.paths import Workspace
 from pipeline.core.plots import plot_ours_vs_paper
 from pipeline.data.datasets import NUM_FOLDS
 from pipeline.experiments.presets import get_experiment, run_name, sweep_id
-from pipeline.experiments.state import read_state, sweep_dir
+from pipeline.experiments.state import job_status, read_state, sweep_dir
 from pipeline.engine.provenance import provenance_conflicts
 from pipeline.results.report import METRICS, fold_status
 
@@ -46,7 +46,7 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
             elif st["status"] == "ok":
                 per_fold[k] = st["result"]
             else:
-                missing.append(f"fold{k} " + ("not run" if k not in tried else st["status"]))
+                missing.append(f"fold{k} " + ("not run" if k not in tried else _job_word(recorded, name, k, st["status"])))
         conflicts = provenance_conflicts(per_fold) if len(per_fold) > 1 else []
         averaged = per_fold and not (conflicts and not mixed)
         mean = {m: (sum(float(r[m]) for r in per_fold.values()) / len(per_fold)
@@ -76,6 +76,18 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
     if incomplete:
         log.warning("sweep %s: some folds are missing: %s", sid, "; ".join(incomplete))
     return report
+
+
+def _job_word(recorded: Mapping[str, Any], name: str, fold: int, run_status: str) -> str:
+    """What an unfinished fold's job is doing: "failed (job ID)", "queued", "running", else the run's status."""
+    for entry in recorded.values():
+        if entry.get("run_name") == name and int(entry.get("fold", 0)) == fold and entry.get("job_id"):
+            state, _ = job_status(entry, entry.get("executor", "local"))
+            if state == "failed":
+                return f"failed (job {entry['job_id']}; `mma sweep status` has its log)"
+            if state in ("queued", "running"):
+                return state
+    return run_status
 
 
 def _fmt(v: Any) -> str:

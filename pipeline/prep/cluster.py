@@ -32,6 +32,24 @@ class ClusterSpec:
     slurm: dict[str, Any] = field(default_factory=dict)
 
 
+def slurm_cluster_options(spec: ClusterSpec) -> dict[str, Any]:
+    """dask-jobqueue SLURMCluster keyword arguments for `spec`: one process per job with
+    `threads_per_worker` cores; queue/walltime/memory from the CLI; `--gres=gpu:N` added to the
+    `#SBATCH` lines of dask's own config (`jobqueue.slurm.job-extra-directives`, where an account's
+    QOS or constraint goes), which an explicit list would otherwise replace."""
+    import dask
+
+    opts = {k: v for k, v in (spec.slurm or {}).items() if v not in (None, "")}
+    gpus = int(opts.pop("gpus", 0) or 0)
+    extra = list(opts.pop("job_extra_directives", None) or dask.config.get("jobqueue.slurm.job-extra-directives",
+                                                                            default=None) or [])
+    if gpus:
+        extra.append(f"--gres=gpu:{gpus}")
+    return {"queue": opts.pop("queue", None), "walltime": opts.pop("walltime", "02:00:00"),
+            "memory": opts.pop("memory", "16GB"), "cores": spec.threads_per_worker, "processes": 1,
+            "job_extra_directives": extra, **opts}
+
+
 def _slurm_cluster(spec: ClusterSpec) -> Any:
     try:
         from dask_jobqueue import SLURMCluster
@@ -39,20 +57,7 @@ def _slurm_cluster(spec: ClusterSpec) -> Any:
         from pipeline.core.errors import MMAError
 
         raise MMAError("--cluster slurm needs dask-jobqueue: pip install 'mma[slurm]'") from exc
-    opts = {k: v for k, v in (spec.slurm or {}).items() if v not in (None, "")}
-    gpus = int(opts.pop("gpus", 0) or 0)
-    extra = list(opts.pop("job_extra_directives", []))
-    if gpus:
-        extra.append(f"--gres=gpu:{gpus}")
-    cluster = SLURMCluster(
-        queue=opts.pop("queue", None),
-        walltime=opts.pop("walltime", "02:00:00"),
-        memory=opts.pop("memory", "16GB"),
-        cores=spec.threads_per_worker,
-        processes=1,
-        job_extra_directives=extra,
-        **opts,
-    )
+    cluster = SLURMCluster(**slurm_cluster_options(spec))
     cluster.scale(jobs=spec.workers)
     return cluster
 

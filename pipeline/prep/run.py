@@ -210,7 +210,9 @@ def run_prep(
     if todo:
         task = functools.partial(_prep_task, clips_dir=str(clips_dir), data=to_dict(data_cfg), device=device,
                                  threads=threads_per_worker if cluster != "serial" else None)
-        spec = ClusterSpec(kind=cluster, workers=workers, threads_per_worker=threads_per_worker, slurm=slurm or {})
+        # SLURM worker jobs log into the prep dir, not slurm-<id>.out files in the current directory
+        slurm = {"log_directory": str(prep_dir / "dask-logs"), **(slurm or {})}
+        spec = ClusterSpec(kind=cluster, workers=workers, threads_per_worker=threads_per_worker, slurm=slurm)
         _process(task, todo, spec, failures_path, f"prep {dataset}")
 
     summary = _summarise(dataset, root, ws, scope, clips_dir, digest, failures_path, data_cfg)

@@ -1,10 +1,11 @@
-"""`mma sweep`: SLURM array submission (faked scheduler binaries), status, requeue, local end to end, report."""
+"""`mma sweep` without a scheduler: SLURM parameters, submission-time checks, local end to end, report.
+
+The SLURM executor itself (job arrays, sacct states, requeue) is tested against a real cluster in
+`tests/cluster/test_slurm_sweep.py`."""
 
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -25,107 +26,10 @@ from pipeline.experiments.sweep import (
 runner = CliRunner()
 
 
-def _fake_slurm(bin_dir: Path, job_id: int = 4242, sacct: str = "") -> Path:
-    """`srun`, `sbatch` (records its argument, answers like SLURM) and `sacct` (prints `sacct`) on PATH."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    record = bin_dir / "sbatch_calls.txt"
-    scripts = {
-        "srun": "#!/bin/sh\nexit 0\n",
-        "sbatch": f'#!/bin/sh\necho "$@" >> "{record}"\necho "Submitted batch job {job_id}"\n',
-        "sacct": f"#!/bin/sh\ncat <<'EOF'\n{sacct}EOF\n",
-    }
-    for name, text in scripts.items():
-        path = bin_dir / name
-        path.write_text(text)
-        path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return record
-
-
-@pytest.fixture
-def slurm_env(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    sacct = "JobID|State|NodeList\n4242_0|RUNNING|node1\n4242_1|PENDING|None\n"
-    record = _fake_slurm(bin_dir, sacct=sacct)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return record
-
-
 def _tiny_synth_base():
     base = tiny()
     base.dataset = "synth"
     return base
-
-
-def test_slurm_submission_is_one_array_with_the_requested_resources(tmp_path, slurm_env):
-    import submitit
-
-    ws = Workspace(tmp_path / "work", tmp_path / "manifests")
-    cfg_file = tmp_path / "sweep.yaml"
-    cfg_file.write_text("train:\n  epochs: 3\nsweep:\n  partition: gpu-long\n  mem_gb: 48\n  setup: ['module load cuda']\n")
-    base, section = resolve_sweep_config("tiny", cfg_file, ["model.latent_dim=16"], {"dataset": "synth"})
-    assert base.train.epochs == 3 and base.model.latent_dim == 16 and section["partition"] == "gpu-long"
-
-    out = run_sweep("fusion", dataset="synth", folds="1", executor="slurm",
-                        base_config=base, preset_name="tiny", workspace=ws, rows="add,bottleneck",
-                        slurm={"gpus": 2, "time_min": 90, "array_parallelism": 1, "cpus": None},
-                        sweep_section=section)
-    assert "submitted 2 SLURM array task(s)" in out["text"]
-    sweep = ws.sweeps_dir("synth") / "fusion-tiny"
-    scripts = list((sweep / "logs").rglob("*_submission.sh"))
-    assert len(scripts) == 1, scripts
-    text = scripts[0].read_text()
-    for line in ("#SBATCH --array=0-1%1", "#SBATCH --partition=gpu-long", "#SBATCH --gpus-per-node=2",
-                 "#SBATCH --time=90", "#SBATCH --mem=48GB", "#SBATCH --cpus-per-task=8", "#SBATCH --signal=USR2@120",
-                 "#SBATCH --job-name=mma-fusion-tiny", "module load cuda", "submitit.core._submit"):
-        assert line in text, line
-    assert len(slurm_env.read_text().splitlines()) == 1  # one sbatch call for the whole array
-
-    state = json.loads((sweep / "jobs.json").read_text())
-    entries = state["jobs"]
-    assert sorted(entries) == ["fusion-add-tiny/fold1", "fusion-bottleneck-tiny/fold1"]
-    assert {e["job_id"] for e in entries.values()} == {"4242_0", "4242_1"}
-    # each array task's pickle calls TrainJob with its own config; checkpoint() requeues with resume=True
-    for key, entry in entries.items():
-        paths = submitit.core.utils.JobPaths(entry["folder"], job_id=entry["job_id"])
-        delayed = submitit.core.utils.DelayedSubmission.load(paths.submitted_pickle)
-        assert isinstance(delayed.function, TrainJob)
-        assert delayed.kwargs["config"]["model"]["fusion"] == entry["row"]
-        assert delayed.kwargs["config"]["train"]["epochs"] == 3 and delayed.kwargs["resume"] is False
-        assert delayed.kwargs["run_dir"] == entry["run_dir"]
-        requeued = delayed._checkpoint_function()
-        assert isinstance(requeued.function, TrainJob) and requeued.kwargs["resume"] is True
-        assert requeued.kwargs["config"] == delayed.kwargs["config"]
-        assert entry["log"].endswith(f"{entry['job_id']}_0_log.out")
-
-    # status through (fake) sacct; then task 0 finishes and task 1 fails
-    states = {r["job"]: r["state"] for r in sweep_status(ws, "synth", "fusion-tiny")}
-    assert states == {"fusion-add-tiny/fold1": "running", "fusion-bottleneck-tiny/fold1": "queued"}
-
-    # re-submission while they are queued/running submits nothing
-    again = run_sweep("fusion", dataset="synth", folds="1", executor="slurm",
-                          base_config=base, preset_name="tiny", workspace=ws, rows="add,bottleneck", slurm={})
-    assert "2 queued/running" in again["text"] and len(slurm_env.read_text().splitlines()) == 1
-
-
-def test_status_maps_finished_failed_and_missing_jobs(tmp_path, slurm_env):
-    import submitit
-
-    ws = Workspace(tmp_path / "work", tmp_path / "manifests")
-    run_sweep("modality", dataset="synth", folds="1", executor="slurm",
-                  base_config=_tiny_synth_base(), preset_name="tiny", workspace=ws, rows="audio,vision", slurm={})
-    state = json.loads((ws.sweeps_dir("synth") / "modality-tiny" / "jobs.json").read_text())
-    audio, vision = state["jobs"]["modality-audio-tiny/fold1"], state["jobs"]["modality-vision-tiny/fold1"]
-    atomic_write_json(Path(audio["run_dir"]) / "result.json", {"uar": 61.0, "war": 70.0})
-    err = submitit.core.utils.JobPaths(vision["folder"], job_id=vision["job_id"]).result_pickle
-    submitit.core.utils.cloudpickle_dump(("error", "Traceback...\nMMAError: fold 1: no clips"), err)
-    result = runner.invoke(cli.app, ["--workdir", str(ws.workdir), "sweep", "status", "modality", "--dataset", "synth",
-                                     "--preset", "tiny"])
-    assert result.exit_code == 0, result.output
-    rows = {r["job"]: r for r in sweep_status(ws, "synth", "modality-tiny")}
-    assert rows["modality-audio-tiny/fold1"]["state"] == "done"
-    assert rows["modality-vision-tiny/fold1"]["state"] == "failed"
-    assert "no clips" in rows["modality-vision-tiny/fold1"]["note"]
-    assert "1 done, 1 failed" in result.output and vision["log"] in result.output
 
 
 def test_slurm_parameters_precedence_and_errors(tmp_path):
@@ -137,6 +41,14 @@ def test_slurm_parameters_precedence_and_errors(tmp_path):
     bad.write_text("sweep:\n  partitoin: gpu\n")
     with pytest.raises(MMAError, match="sweep.partitoin"):
         resolve_sweep_config("tiny", bad, None)
+
+
+def test_bad_set_value_is_refused_before_anything_is_submitted(tmp_path):
+    result = runner.invoke(cli.app, ["--workdir", str(tmp_path / "w"), "sweep", "fusion", "--dataset", "synth",
+                                     "--preset", "tiny", "--executor", "slurm", "--set", "train.lr=-1"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == "error: train.lr=-1.0 must be positive"
+    assert not (tmp_path / "w" / "synth" / "sweeps").exists()
 
 
 def test_slurm_executor_without_slurm_is_a_one_line_error(tmp_path, monkeypatch):

@@ -188,30 +188,25 @@ def test_cli_bad_root_is_a_one_line_error(tmp_path: Path):
     assert result.exit_code == 2 and "set_1/train.txt: split file not found" in result.output
 
 
-def test_slurm_cluster_path_with_a_fake_slurm(synth_root: Path, tmp_path: Path, test_data_config, monkeypatch):
-    """`--cluster slurm`: SLURM itself cannot exist here, so SLURMCluster is replaced by a LocalCluster
-    that records the options it was given; everything else (Dask, the prep task) is real."""
-    import dask_jobqueue
-    from distributed import LocalCluster
+def test_slurm_worker_job_script_carries_cli_options_and_dask_config_directives():
+    """What `--cluster slurm` hands sbatch (the real scheduler runs it in tests/cluster): the CLI's queue,
+    walltime, memory and GPUs, plus account/QOS lines from dask's jobqueue config."""
+    import dask
+    from dask_jobqueue import SLURMCluster
 
-    seen: dict = {}
+    from pipeline.prep.cluster import ClusterSpec, slurm_cluster_options
 
-    class FakeSLURMCluster(LocalCluster):
-        def __init__(self, **kwargs):
-            seen.update(kwargs)
-            super().__init__(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0")
-
-        def scale(self, n=None, jobs=0, **kw):
-            seen.setdefault("jobs", []).append(jobs or n)
-            return super().scale(jobs or n)
-
-    monkeypatch.setattr(dask_jobqueue, "SLURMCluster", FakeSLURMCluster)
-    ws = Workspace(tmp_path / "work", tmp_path / "manifests")
-    summary = run_prep("synth", synth_root, ws, test_data_config, cluster="slurm", workers=1, limit=2,
+    spec = ClusterSpec("slurm", workers=1, threads_per_worker=2,
                        slurm={"queue": "gpu", "walltime": "00:30:00", "memory": "8GB", "gpus": 1})
-    assert summary["clips_ok"] == 2
-    assert seen["queue"] == "gpu" and seen["walltime"] == "00:30:00" and seen["memory"] == "8GB"
-    assert "--gres=gpu:1" in seen["job_extra_directives"] and 1 in seen["jobs"]
+    with dask.config.set({"jobqueue.slurm.job-extra-directives": ["--qos=high"], "jobqueue.slurm.account": "lab42"}):
+        cluster = SLURMCluster(**slurm_cluster_options(spec))
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+    for line in ("#SBATCH -p gpu", "#SBATCH -A lab42", "#SBATCH --cpus-per-task=2", "#SBATCH --mem=8G",
+                 "#SBATCH -t 00:30:00", "#SBATCH --qos=high", "#SBATCH --gres=gpu:1"):
+        assert line in script, (line, script)
 
 
 def test_prep_exits_1_when_more_than_max_failed(prepped, synth_root: Path, workspace):
