@@ -629,7 +629,6 @@ def sweep(
 ) -> None:
     """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
     from pipeline.experiments import sweep as sweeps
-    from pipeline.experiments.jobs import SLURM_DEFAULTS
 
     ws = _state(ctx).workspace
     if list_:  # needs no dataset
@@ -663,13 +662,8 @@ def sweep(
     if args:
         raise MMAError(f"mma sweep: unexpected arguments after {verb!r}: {' '.join(args)}")
     base_config = _run_config(ctx, preset_name, config, set_, dataset=dataset, **{"train.source": source})
-    sweep_section: dict[str, Any] = {}
-    for layer in (_state(ctx).project, _stage_config(config)):  # mma.yaml's sweep:, then --config's
-        unknown = sorted(set(layer.sweep) - set(SLURM_DEFAULTS))
-        if unknown:
-            raise MMAError(f"{layer.path}: unknown key(s) sweep.{', sweep.'.join(unknown)}; "
-                           f"known: {', '.join(SLURM_DEFAULTS)}")
-        sweep_section.update(layer.sweep)
+    layers = (_state(ctx).project, _stage_config(config))  # mma.yaml's sweep:, then --config's
+    section = sweeps.sweep_section([(layer.path, layer.sweep) for layer in layers])
     out = sweeps.run_sweep(
         verb,
         dataset=dataset,
@@ -686,7 +680,7 @@ def sweep(
             "time_min": time_min,
             "array_parallelism": array_parallelism,
         },
-        sweep_section=sweep_section,
+        sweep_section=section,
         rows=rows,
         force=force,
         dry_run=dry_run,

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import submitit
 
-from pipeline.core.config import RunConfig, apply_overrides, from_dict, load_config_file, preset, to_dict
+from pipeline.core.config import RunConfig, from_dict, to_dict
 from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
 from pipeline.experiments.presets import Job
@@ -84,28 +84,17 @@ def job_kwargs(job: Job, ws: Workspace, *, force: bool = False) -> dict[str, Any
             "resume": False, "force": force}
 
 
-def resolve_sweep_config(preset_name: str, config_file: str | Path | None, set_overrides: list[str] | None,
-                         overrides: Mapping[str, Any] | None = None) -> tuple[RunConfig, dict[str, Any]]:
-    """Like `resolve_config` (preset -> file -> --set -> flags), but a `sweep:` section of the file is
-    split off and returned as the SLURM parameters of the sweep."""
-    cfg = preset(preset_name)
-    section: dict[str, Any] = {}
-    if config_file is not None:
-        data = load_config_file(config_file)
-        section = data.pop("sweep", None) or {}
-        if not isinstance(section, dict):
-            raise MMAError(f"{config_file}: the sweep section must be a mapping (partition, gpus, ...)")
+def sweep_section(layers: Sequence[tuple[Any, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The SLURM parameters of the `sweep:` sections of (source file, section) layers, later ones winning;
+    MMAError naming the file for a key that is not a sweep parameter."""
+    merged: dict[str, Any] = {}
+    for source, section in layers:
         unknown = sorted(set(section) - set(SLURM_DEFAULTS))
         if unknown:
-            raise MMAError(f"{config_file}: unknown key(s) sweep.{', sweep.'.join(unknown)}; "
+            raise MMAError(f"{source}: unknown key(s) sweep.{', sweep.'.join(unknown)}; "
                            f"known: {', '.join(SLURM_DEFAULTS)}")
-        from_dict(data, base=cfg)
-    if set_overrides:
-        apply_overrides(cfg, set_overrides)
-    if overrides:
-        apply_overrides(cfg, dict(overrides))
-    cfg.validate()  # every section: a bad value fails here, not in each submitted job
-    return cfg, section
+        merged.update(section)
+    return merged
 
 
 def slurm_parameters(cli: Mapping[str, Any] | None = None, section: Mapping[str, Any] | None = None) -> dict[str, Any]:

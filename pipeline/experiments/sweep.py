@@ -25,7 +25,7 @@ from pipeline.core.config import RunConfig
 from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
 from pipeline.experiments.executors import run_local, submit_slurm
-from pipeline.experiments.jobs import resolve_sweep_config, slurm_parameters
+from pipeline.experiments.jobs import slurm_parameters, sweep_section
 from pipeline.experiments.presets import (
     EXPERIMENTS,
     Experiment,
@@ -49,8 +49,7 @@ from pipeline.experiments.state import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXPERIMENTS", "follow_up_command", "format_list", "format_status", "resolve_sweep_config",
-           "resolve_sweep_id", "run_sweep", "sweep_preset", "sweep_report", "sweep_status"]
+__all__ = ["EXPERIMENTS", "follow_up_command", "format_list", "format_status", "resolve_sweep_id", "run_sweep", "sweep_preset", "sweep_report", "sweep_section", "sweep_status"]
 
 
 def follow_up_command(verb: str, experiment: str, dataset: str, preset_name: str) -> str:

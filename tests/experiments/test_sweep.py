@@ -16,7 +16,7 @@ from pipeline.core.config import tiny
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import Workspace
-from pipeline.experiments.jobs import TrainJob, job_kwargs, resolve_sweep_config, slurm_parameters
+from pipeline.experiments.jobs import TrainJob, job_kwargs, slurm_parameters
 from pipeline.experiments.sweep import (
     run_sweep,
     sweep_report,
@@ -39,8 +39,10 @@ def test_slurm_parameters_precedence_and_errors(tmp_path):
         slurm_parameters({"mem_gb": "lots"})
     bad = tmp_path / "bad.yaml"
     bad.write_text("sweep:\n  partitoin: gpu\n")
-    with pytest.raises(MMAError, match="sweep.partitoin"):
-        resolve_sweep_config("tiny", bad, None)
+    result = runner.invoke(cli.app, ["--workdir", str(tmp_path / "w"), "sweep", "fusion", "--dataset", "synth",
+                                     "--preset", "tiny", "--config", str(bad), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith(f"error: {bad}: unknown key(s) sweep.partitoin")
 
 
 def test_bad_set_value_is_refused_before_anything_is_submitted(tmp_path):
