@@ -52,7 +52,7 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(sharded, workspace, tmp_path):
-    epochs = 3
+    epochs = 6
     full_dir, killed_dir = tmp_path / "full" / "fold1", tmp_path / "killed" / "fold1"
     full = _mma(_train_args(workspace, full_dir, epochs))
     out, _ = full.communicate(timeout=600)
@@ -61,7 +61,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(sharded, workspace,
     proc = _mma(_train_args(workspace, killed_dir, epochs))
     # epoch 1 is complete once its checkpoint and curves are on disk; then epoch 2 is under way
     _wait_for(lambda: (killed_dir / "curves.png").exists(), 300, "epoch 1's checkpoint", proc)
-    time.sleep(0.5)
+    first = json.loads((killed_dir / "metrics.jsonl").read_text().splitlines()[0])
+    time.sleep(min(first["seconds"] / 2, 2.0))  # about half-way through epoch 2
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
