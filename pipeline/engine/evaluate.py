@@ -364,7 +364,8 @@ def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *
         result = evaluate_model(net, run_cfg, ws, info=info, two_clip=True, allow_partial=allow_partial)
         out = Path(out_dir) if out_dir is not None else default_eval_dir(ws, cfg, checkpoint)
         summary = {**summary_fields(result, classes), "fold": cfg.fold, "dataset": cfg.dataset, **ck_info,
-                   "out_dir": str(out),
+                   "out_dir": str(out), "source": run_cfg.train.source,
+                   "cache_views": run_cfg.data.cache_views if run_cfg.train.source == "cache" else None,
                    "provenance": run_provenance(run_cfg, ws, net, info.device)}
         if info.is_main:
             write_eval_outputs(out, result, classes, title=f"{cfg.dataset} fold {cfg.fold}")
