@@ -1,8 +1,9 @@
 """The `mma` command line: parses arguments and delegates to `pipeline/` and `model/`.
 
 Nothing here does work of its own. Each command resolves its configuration, calls one
-function, and prints what it returns. User errors (MMAError, bad config values) become a
-one-line `error: ...` on stderr and a non-zero exit code.
+function, and prints what it returns. The project's own errors (`MMAError`, `ModelError`: a bad
+path, file, config value) become a one-line `error: ...` on stderr and their exit code (2, or 1
+for a refused result); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
