@@ -81,7 +81,7 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
     """torch.load with weights_only=True; non-tensor objects other than numpy arrays become placeholders."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: file not found")
+        raise ModelError(f"{path}: checkpoint file not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:  # the file exists but cannot be read (permissions, I/O error)

@@ -206,7 +206,7 @@ JobRequeue=1
 ${auth_info}ReturnToService=2
 # finished jobs leave squeue after MinJobAge seconds; sacct keeps them
 MinJobAge=10
-KillWait=5
+KillWait=1
 InactiveLimit=0
 Waittime=0
 SlurmctldTimeout=30

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slurm
 # A requeued task keeps training until SLURM kills it, up to ~7 s later (submitit ignores SLURM's
 # SIGTERM; KillWait is 5 s): with 4 steps an epoch (~1 s each alone on 2 cores), 20 epochs leave it
 # unfinished when it is killed a few epochs in, so the rerun has something to resume.
-EPOCHS = 20
+EPOCHS = 40
 BATCH = 2
 FUSION = ["fusion", "--dataset", "synth", "--preset", "tiny", "--rows", "none,bottleneck", "--folds", "1"]
 RESOURCES = ["--executor", "slurm", "--cpus", "1", "--gpus", "0", "--mem-gb", "2", "--time", "30", "--from", "shards"]
