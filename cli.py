@@ -20,6 +20,7 @@ from typing import Any, Callable, List, Optional
 import typer
 from typing_extensions import Annotated
 
+from model.config import TOKENS_PER_INTRODUCTION
 from pipeline.core.errors import USER_ERRORS, MMAError
 from pipeline.core.paths import Workspace
 from pipeline.core.project import ProjectFile
@@ -103,7 +104,8 @@ TemporalOpt = Annotated[Optional[str], typer.Option("--temporal", help="mtt | it
 ItaDimOpt = Annotated[Optional[int], typer.Option("--ita-dim", help="Width of intermediate temporal adaptors.")]
 PromptsOpt = Annotated[Optional[str], typer.Option("--prompts", help="none | static | progressive.")]
 PromptIntroOpt = Annotated[
-    Optional[int], typer.Option("--prompt-introductions", help="Progressive prompts: times new prompts enter.")
+    Optional[int], typer.Option("--prompt-introductions",
+                                help="Progressive prompts: times new prompts enter (3 tokens each, as the authors').")
 ]
 ModalityOpt = Annotated[Optional[str], typer.Option("--modality", help="both | vision | audio.")]
 VisionCkptOpt = Annotated[Optional[Path], typer.Option("--vision-ckpt", help="MAE-Face checkpoint ({'model': ...}).")]
@@ -146,6 +148,9 @@ def _run_config(
     from pipeline.core.config import resolve_config
 
     overrides = {k: v for k, v in flags.items() if v is not None}
+    for item in set_overrides or []:  # a key the user --set wins over a value a flag only implies
+        if item.split("=", 1)[0].strip() == "model.num_prompts":
+            overrides.pop("model.num_prompts", None)
     seed = _state(ctx).seed
     if seed is not None:
         overrides["train.seed"] = seed
@@ -173,6 +178,8 @@ def _model_flags(
         "model.ita_dim": ita_dim,
         "model.prompts": prompts,
         "model.prompt_introductions": prompt_introductions,
+        # as in the authors' code, each introduction brings 3 tokens (--set model.num_prompts=K overrides)
+        "model.num_prompts": TOKENS_PER_INTRODUCTION * prompt_introductions if prompt_introductions else None,
         "model.modality": modality,
     }
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from model.errors import ModelConfigError
 
+# The authors' sizing (their n_progr): each introduction of progressive prompts brings 3 tokens.
+TOKENS_PER_INTRODUCTION = 3
+
 from dataclasses import dataclass
 
 FUSION_KINDS = ("bottleneck", "add", "mult", "mult-concat", "none")

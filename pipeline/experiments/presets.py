@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from model.config import TOKENS_PER_INTRODUCTION
 from pipeline.core.config import RunConfig, apply_overrides
 from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
@@ -169,7 +170,6 @@ def latent(dataset: str = "dfew") -> Experiment:
                       extra_columns=(("paper params (M)", "params_m"),), knobs=("model.latent_dim",))
 
 
-PROMPT_TOKENS_PER_INTRODUCTION = 3  # the authors' n_progr: prompts total 3 * introductions
 
 
 def prompts(dataset: str = "dfew") -> Experiment:
@@ -183,7 +183,7 @@ def prompts(dataset: str = "dfew") -> Experiment:
     for n, (u, w) in paper.items():
         over: dict[str, Any] = ({"model.prompts": "none"} if n == 0 else
                                 {"model.prompts": "progressive", "model.prompt_introductions": n,
-                                 "model.num_prompts": PROMPT_TOKENS_PER_INTRODUCTION * n})
+                                 "model.num_prompts": TOKENS_PER_INTRODUCTION * n})
         rows.append(Row(f"n{n}", f"{n}", over, {"uar": u, "war": w}))
     return Experiment("prompts", "Table 7", "Frequency of progressive prompts", tuple(rows), (1,), "DFEW fold 1",
                       knobs=("model.prompts", "model.prompt_introductions", "model.num_prompts"))

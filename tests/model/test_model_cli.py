@@ -48,8 +48,13 @@ def test_summary_table_and_bad_values():
     result = runner.invoke(app, ["model", "summary", "--preset", "tiny", "--prompt-introductions", "4"])
     assert result.exit_code == 0, result.output
     assert "temporal_transformer" in result.stdout and "total" in result.stdout and "progressive x4" in result.stdout
+    # the flag implies the authors' 3 tokens per introduction (the set after the last block is not created)
+    assert "prompts: 12 tokens per encoder, 3 progressive set(s) (0-2 after block 0; 3-5 after block 1; " \
+           "6-8 after block 2)" in result.stdout
+    fixed = runner.invoke(app, ["model", "summary", "--preset", "tiny", "--prompt-introductions", "4",
+                                "--set", "model.num_prompts=6"])  # an explicit --set wins over the implied count
     assert "prompts: 6 tokens per encoder, 3 progressive set(s) (0-1 after block 0; 2-3 after block 1; " \
-           "4-4 after block 2)" in result.stdout
+           "4-4 after block 2)" in fixed.stdout
     unimodal = runner.invoke(app, ["model", "summary", "--modality", "vision"])
     assert unimodal.exit_code == 2 and unimodal.stderr.strip().splitlines()[0].startswith(
         "error: model.modality='vision' is the frozen encoder with a linear classifier")
