@@ -115,18 +115,26 @@ def _sample(clip: dict[str, Any]) -> dict[str, Any]:
     return sample
 
 
-def write_shard(path: Path, members: list[dict[str, Any]], on_clip: Any = None) -> None:
-    """Write one tar (deterministically) to a temp name and rename it to `path`."""
+def write_shard(path: Path, members: list[dict[str, Any]], on_clip: Any = None) -> list[list[int]]:
+    """Write one tar (deterministically) to a temp name and rename it to `path`.
+
+    Returns each clip's [first byte, end byte) in the tar: its members are adjacent, so the
+    training loader reads a clip in one contiguous read (the index keeps these `ranges`).
+    """
     import webdataset as wds
 
+    ranges: list[list[int]] = []
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             writer = wds.TarWriter(fh, user="mma", group="mma", mode=0o444, mtime=0.0, encoder=False)
             for clip in members:
+                start = writer.tarstream.offset  # the tar's own position (its stream buffers, fh.tell() lags)
                 writer.write(_sample(clip))
+                ranges.append([start, writer.tarstream.offset])
                 if on_clip is not None:
                     on_clip()
             writer.close()
+    return ranges
 
 
 def read_index(ws: Workspace, dataset: str) -> dict[str, Any]:
@@ -198,12 +206,12 @@ def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any],
         for s in plan:
             path = out / s["name"]
             if s["name"] in todo:
-                write_shard(path, s["members"], on_clip=lambda: progress.advance(task))
+                ranges = write_shard(path, s["members"], on_clip=lambda: progress.advance(task))
                 written += 1
-                entry = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+                entry = {"bytes": path.stat().st_size, "sha256": sha256_file(path), "ranges": ranges}
             else:
                 kept += 1
-                entry = {"bytes": previous[s["name"]]["bytes"], "sha256": previous[s["name"]]["sha256"]}
+                entry = {k: previous[s["name"]][k] for k in ("bytes", "sha256", "ranges") if k in previous[s["name"]]}
             index["shards"].append({"name": s["name"], "fold": s["fold"], "count": len(s["clips"]), **entry,
                                     "clips": s["clips"], "clips_digest": s["clips_digest"]})
             atomic_write_json(index_path, index)

@@ -211,8 +211,11 @@ class ShardStream(IterableDataset):
         return items
 
     def _byte_ranges(self, entry: dict[str, Any]) -> dict[str, tuple[int, int]] | None:
-        """{sample key: (first byte, end byte)} of one shard from its tar headers (None: unreadable shard)."""
+        """{sample key: (first byte, end byte)} of one shard: from the index (`mma shard` records them),
+        else (an index written before it did) from the tar headers; {} for an unreadable shard."""
         name = entry["name"]
+        if name not in self._ranges and entry.get("ranges"):
+            self._ranges[name] = {sample_key(c): (int(r[0]), int(r[1])) for c, r in zip(entry["clips"], entry["ranges"])}
         if name not in self._ranges:
             path = self.shards_dir / name
             ranges: dict[str, tuple[int, int]] = {}

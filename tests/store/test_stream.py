@@ -178,3 +178,17 @@ def test_permutation_reader_skips_and_records_a_corrupt_clip(tmp_path):
     train = [r["clip_id"] for r in rows if r["test_fold"] != 3]
     assert set(got) < set(train) and len(got) == len(train) - dataset.report.skipped >= len(train) - 2
     assert dataset.report.skipped >= 1
+
+
+def test_index_byte_ranges_match_the_tar_headers(fake_sharded):
+    """`mma shard` records each clip's byte range; they are what a scan of the tar headers finds."""
+    import copy
+
+    ws, _ = fake_sharded
+    dataset = build_dataset(fake_config(fold=2), ws, "train")
+    for entry in dataset.entries:
+        assert len(entry["ranges"]) == len(entry["clips"])
+        from_index = dataset._byte_ranges(entry)
+        scanned = build_dataset(fake_config(fold=2), ws, "train")._byte_ranges(
+            {k: v for k, v in copy.deepcopy(entry).items() if k != "ranges"})
+        assert from_index == scanned
