@@ -853,25 +853,15 @@ def weights_fetch(
     Exit code 0 when every name is present, fetched, or needs a browser (its steps printed);
     1 when a download failed (the others are still tried); 2 for an unknown name.
     """
-    from pipeline.weights.fetch import fetch
-    from pipeline.weights.registry import weight_spec
+    from pipeline.weights.fetch import fetch_all
 
-    for name in names:
-        weight_spec(name)  # an unknown name fails before any download
-    where = _weights_dir(ctx, folder)
-    failed = 0
-    for name in names:
-        try:
-            out = fetch(name, where, force=force, expected=_expected(preset_name))
-        except USER_ERRORS as exc:
-            typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
-            failed += 1
-            continue
-        if out["status"] == "manual":
-            typer.echo(out["text"])
-        else:
-            typer.echo(f"{name}: {out['status']} {out['path']} (sha256 {out['sha256']})")
-    if failed:
+    out = fetch_all(names, _weights_dir(ctx, folder), force=force, expected=_expected(preset_name))
+    for r in out["results"]:
+        typer.echo(r["text"] if r["status"] == "manual" else f"{r['name']}: {r['status']} {r['path']} "
+                   f"(sha256 {r['sha256']})")
+    for line in out["errors"]:
+        typer.echo(f"error: {line}", err=True)
+    if out["errors"]:
         raise typer.Exit(1)
 
 

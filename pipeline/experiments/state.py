@@ -34,6 +34,15 @@ _SLURM_STATES = {
 
 
 
+def follow_up_command(verb: str, experiment: str, dataset: str, preset_name: str) -> str:
+    """The `mma sweep [status|report] EXPERIMENT` command for this sweep, as the user should type it
+    (verb "" is the submission itself)."""
+    parts = ["mma sweep", *([verb] if verb else []), experiment, "--dataset", dataset]
+    if preset_name != "paper":
+        parts += ["--preset", preset_name]
+    return " ".join(parts)
+
+
 def sweep_dir(ws: Workspace, dataset: str, sweep: str) -> Path:
     """`<workdir>/<dataset>/sweeps/<sweep>`."""
     return ws.sweeps_dir(dataset) / sweep
@@ -135,9 +144,8 @@ def sweep_status(ws: Workspace, dataset: str, sweep: str | None = None) -> list[
     names = [sweep] if sweep else sorted(p.name for p in base.glob("*") if (p / "jobs.json").exists())
     if sweep and not (base / sweep / "jobs.json").exists():
         experiment, _, preset_name = sweep.rpartition("-")
-        preset_flag = f" --preset {preset_name}" if preset_name and preset_name != "paper" else ""
         raise MMAError(f"{base / sweep}: no sweep state (jobs.json); submit it first with "
-                       f"`mma sweep {experiment or sweep} --dataset {dataset}{preset_flag}`")
+                       f"`{follow_up_command('', experiment or sweep, dataset, preset_name or 'paper')}`")
     rows = []
     for name in names:
         state = read_state(base / name)

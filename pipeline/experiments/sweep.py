@@ -39,6 +39,7 @@ from pipeline.experiments.presets import (
 from pipeline.experiments.reports import sweep_report
 from pipeline.experiments.state import (
     EXECUTORS,
+    follow_up_command,
     format_status,
     plan_jobs,
     read_state,
@@ -49,15 +50,8 @@ from pipeline.experiments.state import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXPERIMENTS", "follow_up_command", "format_list", "format_status", "resolve_sweep_id", "run_sweep", "sweep_preset", "sweep_report", "sweep_section", "sweep_status"]
-
-
-def follow_up_command(verb: str, experiment: str, dataset: str, preset_name: str) -> str:
-    """The `mma sweep status|report` command that finds this sweep, as the user should type it."""
-    parts = ["mma sweep", verb, experiment, "--dataset", dataset]
-    if preset_name != "paper":
-        parts += ["--preset", preset_name]
-    return " ".join(parts)
+__all__ = ["EXPERIMENTS", "follow_up_command", "format_list", "format_status", "resolve_sweep_id", "run_sweep",
+           "sweep_preset", "sweep_report", "sweep_section", "sweep_status"]
 
 
 def sweep_preset(ws: Workspace, dataset: str, sid: str, default: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from model.errors import ModelError
 from model.inspect import VIT_B, Expected
-from pipeline.core.errors import MMAError
+from pipeline.core.errors import USER_ERRORS, MMAError
 from pipeline.core.io import sha256_file
 from pipeline.core.progress import progress_bar
 from pipeline.weights.registry import (
@@ -165,3 +165,19 @@ def fetch(name: str, folder: str | Path, *, url: str | None = None, force: bool 
 
 
 __all__ = ["fetch", "manual_steps", "url_override_var"]
+
+
+def fetch_all(names: list[str], folder: str | Path, *, force: bool = False,
+              expected: Expected | None = VIT_B) -> dict[str, Any]:
+    """`mma weights fetch NAME...`: every name is tried (an unknown one fails before any download);
+    returns {"results": [fetch's dicts], "errors": ["<one line>", ...]} — a failed download is an
+    error line and the others still run (rerunning resumes it)."""
+    for name in names:
+        weight_spec(name)
+    results, errors = [], []
+    for name in names:
+        try:
+            results.append(fetch(name, folder, force=force, expected=expected))
+        except USER_ERRORS as exc:
+            errors.append(str(exc).splitlines()[0])
+    return {"results": results, "errors": errors}
