@@ -212,12 +212,14 @@ class ShardStream(IterableDataset):
 
     def _byte_ranges(self, entry: dict[str, Any]) -> dict[str, tuple[int, int]] | None:
         """{sample key: (first byte, end byte)} of one shard: from the index (`mma shard` records them),
-        else (an index written before it did) from the tar headers; {} for an unreadable shard."""
+        else (an index written before it did, or a shard whose size no longer matches the index: truncated
+        or replaced) from the tar headers; {} for an unreadable shard."""
         name = entry["name"]
-        if name not in self._ranges and entry.get("ranges"):
+        path = self.shards_dir / name
+        if name not in self._ranges and entry.get("ranges") and path.is_file() \
+                and path.stat().st_size == entry.get("bytes"):
             self._ranges[name] = {sample_key(c): (int(r[0]), int(r[1])) for c, r in zip(entry["clips"], entry["ranges"])}
         if name not in self._ranges:
-            path = self.shards_dir / name
             ranges: dict[str, tuple[int, int]] = {}
             try:
                 with tarfile.open(path, "r:") as tar:  # walks the headers, seeking over the data
