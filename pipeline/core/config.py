@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from model.config import ModelConfig
 from pipeline.core.errors import ConfigError
+from pipeline.core.folds import check_fold
 
 # The allowed values of every choice field, defined once; `check_choice` is the one validation.
 COMPAT_MODES = ("mma", "authors")  # our data-side choices | the authors' code, choice by choice
@@ -41,9 +42,12 @@ def check_choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 @dataclass
 class DataConfig:
-    """How clips are decoded, sampled, augmented and fed (docs/architecture.md, "Data")."""
+    """How clips are decoded, sampled, augmented and fed (docs/architecture.md, "Data").
 
-    num_frames: int = 16
+    The frames per clip are `model.num_frames` (the network is built for that many; the loaders
+    sample that many): there is no second copy here.
+    """
+
     # "mma" | "authors": what every "auto" choice below (and train.precision="auto") becomes
     compat: str = "mma"
     # prep
@@ -80,7 +84,7 @@ class DataConfig:
         check_choice("data.audio_window", self.audio_window, AUDIO_WINDOWS)
         check_choice("data.cache_dtype", self.cache_dtype, CACHE_DTYPES)
         check_choice("data.shuffle", self.shuffle, SHUFFLE_MODES)
-        for name in ("num_frames", "crop_size", "spec_frames", "shard_max_clips", "shard_max_bytes", "cache_views"):
+        for name in ("crop_size", "spec_frames", "shard_max_clips", "shard_max_bytes", "cache_views"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name}={getattr(self, name)} must be at least 1")
         if self.detect_max_side < 64:
@@ -174,8 +178,7 @@ class RunConfig:
         self.model.validate()
         self.data.validate()
         self.train.validate()
-        if not 1 <= self.fold <= 5:
-            raise ConfigError(f"fold={self.fold} is not one of 1..5")
+        check_fold(self.fold)
         return self
 
 
@@ -290,6 +293,28 @@ def _field_types(cls: type) -> dict[str, Any]:
 # Fields that earlier versions wrote into config.json and checkpoints and that no longer exist
 # (they never changed a result): skipped when read back, so old runs still load.
 RETIRED_KEYS = frozenset({"model.vision_ckpt_grid", "train.log_every"})
+# Keys merged into another field: saved configs drop them (`upgrade_saved_config`: they always held
+# the same value as the field they merged into), user input is told where the value lives now.
+MERGED_KEYS = {"data.num_frames": "model.num_frames"}
+
+
+def upgrade_saved_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dict written by an earlier version (config.json, a checkpoint, a sweep job) in today's keys.
+
+    `data.num_frames` is dropped: it had to equal `model.num_frames` (the loader refused a run
+    where they differed), which now holds the frames per clip alone.
+    """
+    out = dict(values)
+    for dotted in MERGED_KEYS:
+        section, key = dotted.split(".")
+        if isinstance(out.get(section), Mapping) and key in out[section]:
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
+
+
+def saved_run_config(values: Mapping[str, Any]) -> "RunConfig":
+    """The RunConfig a saved config dict describes (on RunConfig's defaults, not a preset's)."""
+    return from_dict(upgrade_saved_config(values), base=RunConfig())
 
 
 def update_dataclass(obj: Any, values: Mapping[str, Any], where: str = "") -> Any:
@@ -300,6 +325,9 @@ def update_dataclass(obj: Any, values: Mapping[str, Any], where: str = "") -> An
         path = f"{where}{key}"
         if path in RETIRED_KEYS:
             continue
+        if path in MERGED_KEYS:
+            raise ConfigError(f"{path} is {MERGED_KEYS[path]} now (one value for the loader and the model): "
+                              f"set {MERGED_KEYS[path]}")
         if key not in names:
             raise ConfigError(f"unknown config key {path!r}; known: {', '.join(sorted(names))}")
         current = getattr(obj, key)
@@ -400,5 +428,5 @@ def save_resolved_config(cfg: Any, path: str | Path) -> Path:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    """Read a resolved config written by `save_resolved_config`."""
-    return from_dict(load_config_file(path), base=RunConfig())
+    """Read a resolved config written by `save_resolved_config` (by this or an earlier version)."""
+    return saved_run_config(load_config_file(path))

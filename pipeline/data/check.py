@@ -20,13 +20,17 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rich.table import Table
 
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import Workspace
 from pipeline.core.progress import progress_bar
+from pipeline.core.results import StageResult, render
 from pipeline.data.manifest import dataset_layout, parse_dataset, read_manifest, videos_on_disk
 from pipeline.data.published import has_published_split, published_splits_path, read_published_split
 
@@ -96,8 +100,35 @@ def _prepped_frames(ws: Workspace, dataset: str) -> dict[str, int]:
             if r.get("prep_status") == "ok" and r.get("num_frames") is not None}
 
 
+@dataclass(frozen=True)
+class CheckResult(StageResult):
+    """`mma check`: `record` is check.json's content (counts, problems, warnings, ok, summary); exit
+    status 1 when the copy has problems (missing, unreadable or relabelled clips)."""
+
+    record: dict[str, Any]
+    path: Path
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.record["ok"])
+
+    @property
+    def summary(self) -> str:
+        return str(self.record["summary"])
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.record)
+
+    def text(self) -> str:
+        return f"{render(check_table(self.record))}\n{self.summary}\nwritten: {self.path}"
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+
 def check_dataset(dataset: str, root: str | Path, ws: Workspace, *, probe: bool = True,
-                  workers: int | None = None) -> dict[str, Any]:
+                  workers: int | None = None) -> CheckResult:
     """Compare the copy at `root` with the published split; write and return the check result."""
     root = Path(root)
     rows, _classes, file_problems = parse_dataset(dataset, root)
@@ -147,8 +178,9 @@ def check_dataset(dataset: str, root: str | Path, ws: Workspace, *, probe: bool 
     }
     result["ok"] = not any(v["count"] for v in result["problems"].values())
     result["summary"] = summary_line(result)
-    atomic_write_json(ws.dataset_dir(dataset) / "check.json", result)
-    return result
+    path = ws.dataset_dir(dataset) / "check.json"
+    atomic_write_json(path, result)
+    return CheckResult(result, path)
 
 
 def _named(finding: dict[str, Any]) -> str:
@@ -171,10 +203,8 @@ def summary_line(result: dict[str, Any]) -> str:
     return line + ("; warnings: " + ", ".join(warnings) if warnings else "")
 
 
-def check_table(result: dict[str, Any]) -> Any:
-    """A short rich Table of a check result (the CLI prints it)."""
-    from rich.table import Table
-
+def check_table(result: dict[str, Any]) -> Table:
+    """A short rich Table of a check result."""
     status = "OK" if result["ok"] else "PROBLEMS"
     table = Table(title=f"mma check {result['dataset']}: {status}", show_header=True, header_style="bold")
     table.add_column("")
@@ -191,13 +221,12 @@ def check_table(result: dict[str, Any]) -> Any:
     return table
 
 
-def check_for_prep(dataset: str, root: str | Path, ws: Workspace) -> dict[str, Any] | None:
+def check_for_prep(dataset: str, root: str | Path, ws: Workspace) -> CheckResult | None:
     """The same comparison `mma prep` runs first: its one-line summary is logged; it never fails prep."""
     try:
         result = check_dataset(dataset, root, ws)
     except MMAError as exc:
         log.warning("check before prep skipped: %s", str(exc).splitlines()[0])
         return None
-    (log.info if result["ok"] else log.warning)("%s (details: %s)", result["summary"],
-                                                 ws.dataset_dir(dataset) / "check.json")
+    (log.info if result.ok else log.warning)("%s (details: %s)", result.summary, result.path)
     return result

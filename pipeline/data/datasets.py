@@ -1,4 +1,6 @@
-"""Dataset definitions: class orders (the authors' code's), name mappings, fold count.
+"""Dataset definitions: class orders (the authors' code's), name mappings, label sets.
+
+The fold protocol (5 folds, which clips a fold trains and tests on) is `pipeline.core.folds`.
 
 Label ids everywhere in mma are 0-based indices into the authors' class order. A dataset's
 own label names (DFEW's 1..7 ids, MAFW's words) are mapped here and nowhere else.
@@ -6,11 +8,11 @@ own label names (DFEW's 1..7 ids, MAFW's words) are mapped here and nowhere else
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.core.config import RunConfig
 from pipeline.core.errors import MMAError
-
-NUM_FOLDS = 5
 
 # DFEW: labels 1..7 in the CSVs map to these, in this order (authors' order too).
 DFEW_CLASSES = ("happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear")
@@ -84,3 +86,14 @@ def dataset_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise MMAError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}") from None
+
+
+def apply_label_set(cfg: RunConfig, classes: Sequence[str]) -> RunConfig:
+    """Size the classifier for `classes`: the one place `model.num_classes` is set (in place; returns cfg).
+
+    The label set comes from where the run's labels come from: the manifest (train, eval), the
+    checkpoint (predict), the dataset's published classes (the authors' checkpoints)."""
+    if len(classes) < 2:
+        raise MMAError(f"a label set needs at least 2 classes, got {list(classes)}")
+    cfg.model.num_classes = len(classes)
+    return cfg

@@ -26,16 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import MMAError
+from pipeline.core.folds import FOLDS
 from pipeline.core.io import atomic_write_json, atomic_write_text, read_json
 from pipeline.core.paths import Workspace
 from pipeline.data.datasets import (
+    DATASET_NAMES,
+    DATASETS,
     DFEW_CLASSES,
     MAFW_CLASSES,
     MAFW_NAME_MAP,
-    NUM_FOLDS,
     SYNTH,
-    DATASET_NAMES,
 )
+from pipeline.data.synth import read_synth_info
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def _parse_dfew_file(path: Path) -> tuple[list[tuple[str, str]], list[str]]:
 
 def _split_files(layout: str, root: Path) -> list[tuple[int, str, Path]]:
     files = []
-    for k in range(1, NUM_FOLDS + 1):
+    for k in FOLDS:
         for part in ("train", "test"):
             if layout == "mafw":
                 files.append((k, part, root / MAFW_SPLIT_DIR / f"set_{k}" / f"{part}.txt"))
@@ -118,8 +120,6 @@ def _layout_and_classes(dataset: str, root: Path) -> tuple[str, list[str] | None
     if dataset == "mafw":
         return "mafw", list(MAFW_CLASSES)
     if dataset == SYNTH:
-        from pipeline.data.synth import read_synth_info
-
         info = read_synth_info(root)
         if info is not None:
             return info.get("layout", "mafw"), list(info["classes"])
@@ -214,7 +214,7 @@ def parse_dataset(dataset: str, root: str | Path, *, check_frames: bool = False)
         elif len(e.test_folds) > 1:
             problems.append(f"in several test folds ({', '.join(map(str, e.test_folds))})")
         test_fold = e.test_folds[0] if e.test_folds else 0
-        expected_train = {k for k in range(1, NUM_FOLDS + 1) if k not in e.test_folds}
+        expected_train = {k for k in FOLDS if k not in e.test_folds}
         if set(e.train_folds) & set(e.test_folds):
             both = sorted(set(e.train_folds) & set(e.test_folds))
             problems.append(f"in both train and test lists of set_{','.join(map(str, both))}")
@@ -310,6 +310,16 @@ def read_manifest(ws: Workspace, dataset: str) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise MMAError(f"{path}:{i}: bad value ({exc})") from None
     return rows
+
+
+def label_set(dataset: str, ws: Workspace | None = None) -> list[str]:
+    """Class names of `dataset` in label-id order: its manifest's classes.json when `ws` has one, else the
+    built-in label set (DFEW, MAFW); a dataset with neither (a synth set not prepped) is an MMAError."""
+    if ws is not None and ws.classes(dataset).exists():
+        return read_classes(ws, dataset)
+    if dataset in DATASETS:
+        return list(DATASETS[dataset].classes)
+    raise MMAError(f"{dataset}: no label set (run `mma prep {dataset}` first, or name dfew or mafw)")
 
 
 def read_classes(ws: Workspace, dataset: str) -> list[str]:

@@ -7,11 +7,14 @@ The file's keys are those `pipeline.core.project` reads; paths are written as fo
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_write_text
 from pipeline.core.project import PROJECT_FILE_NAME
+from pipeline.core.results import StageResult
 
 MARKERS = {
     "dfew": (Path("EmoLabel_DataSplit"), Path("Clip")),
@@ -96,12 +99,29 @@ def render_project_file(roots: dict[str, Path], scanned: Path) -> str:
 
 
 def _yaml_str(text: str) -> str:
-    import json
-
     return json.dumps(text)  # a JSON string is a valid YAML scalar (quotes '&', spaces, ...)
 
 
-def write_project_file(scan_dir: str | Path, out: str | Path | None = None, *, force: bool = False) -> dict:
+@dataclass(frozen=True)
+class InitResult(StageResult):
+    """`mma init`: the project file written, the dataset roots found (name -> root), the default dataset."""
+
+    project_file: str
+    datasets: dict[str, str]
+    dataset: str | None
+    scanned: str
+
+    def text(self) -> str:
+        lines = [f"wrote {self.project_file}"] + [f"  {name}: {root}" for name, root in self.datasets.items()]
+        if not self.datasets:
+            lines.append(f"no DFEW or MAFW root found under {self.scanned}: set datasets: in {self.project_file}")
+        else:
+            first = self.dataset or next(iter(self.datasets))
+            lines.append(f"next: mma check {first}, then mma prep {first}")
+        return "\n".join(lines)
+
+
+def write_project_file(scan_dir: str | Path, out: str | Path | None = None, *, force: bool = False) -> InitResult:
     """Scan `scan_dir`, write the project file to `out` (default ./mma.yaml) atomically; return what was found.
 
     Refuses to overwrite an existing file unless `force`, and a folder holding two roots of one
@@ -117,5 +137,5 @@ def write_project_file(scan_dir: str | Path, out: str | Path | None = None, *, f
         raise MMAError(f"{scan_dir}: several {name} roots ({', '.join(map(str, paths))}); run `mma init` on the one you mean")
     roots = {name: paths[0] for name, paths in found.items()}
     atomic_write_text(out, render_project_file(roots, Path(scan_dir).resolve()))
-    return {"project_file": str(out), "datasets": {k: str(v) for k, v in roots.items()},
-            "dataset": next(iter(roots)) if len(roots) == 1 else None}
+    return InitResult(str(out), {k: str(v) for k, v in roots.items()}, next(iter(roots)) if len(roots) == 1 else None,
+                      str(scan_dir))

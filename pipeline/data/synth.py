@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import MMAError
+from pipeline.core.folds import FOLDS, NUM_FOLDS
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
-from pipeline.data.datasets import DFEW_CLASSES, MAFW_CLASSES, NUM_FOLDS
+from pipeline.core.results import StageResult
+from pipeline.data.datasets import DFEW_CLASSES, MAFW_CLASSES
+from pipeline.data.published import read_published_split
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +300,7 @@ def _write_official_frames(folder: Path, frames: np.ndarray, boxes: list) -> Non
 
 def _write_splits(root: Path, layout: str, specs: list[ClipSpec], class_names: list[str]) -> None:
     """Official-format split files for folds 1..5 (test = that fold, train = the rest)."""
-    for fold in range(1, NUM_FOLDS + 1):
+    for fold in FOLDS:
         test = [s for s in specs if s.fold == fold]
         train = [s for s in specs if s.fold != fold]
         if layout == "mafw":
@@ -312,6 +315,18 @@ def _write_splits(root: Path, layout: str, specs: list[ClipSpec], class_names: l
                 atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+@dataclass(frozen=True)
+class SynthResult(StageResult):
+    """`mma synth`: where the dataset was written, its layout, clips, classes and the faulty clips."""
+
+    out: str
+    layout: str
+    clips: int
+    classes: list[str]
+    faults: list[dict[str, Any]]
+    seconds: float
+
+
 def make_synth_dataset(
     out: str | Path,
     *,
@@ -324,7 +339,7 @@ def make_synth_dataset(
     force: bool = False,
     workers: int = 2,
     published_ids: bool = False,
-) -> dict[str, Any]:
+) -> SynthResult:
     """Write the dataset under `out` (built in a temp dir, renamed into place) and return a summary.
 
     Refuses a non-empty `out` unless `force`. Classes are the first `classes` names of the
@@ -353,8 +368,6 @@ def make_synth_dataset(
     class_names = list(all_names[:classes])
     published = None
     if published_ids:
-        from pipeline.data.published import read_published_split
-
         published = read_published_split(layout)
     specs = _plan(layout, clips_per_class, classes, with_faults, seed, published)
     start = time.perf_counter()
@@ -390,8 +403,7 @@ def make_synth_dataset(
         atomic_write_json(tmp_root / "synth.json", info)
     elapsed = time.perf_counter() - start
     log.info("synth: %d clips (%d faulty) in %s layout at %s in %.1f s", len(specs), len(faults), layout, out, elapsed)
-    return {"out": str(out), "layout": layout, "clips": len(specs), "classes": class_names,
-            "faults": faults, "seconds": round(elapsed, 2)}
+    return SynthResult(str(out), layout, len(specs), class_names, faults, round(elapsed, 2))
 
 
 def read_synth_info(root: str | Path) -> dict[str, Any] | None:

@@ -10,10 +10,8 @@ import torch
 
 from pipeline.core.config import SOURCES, RunConfig, check_choice, resolve_precision
 from pipeline.core.paths import Workspace
-
-
-
-
+from pipeline.store.cache import build_cached_loader
+from pipeline.store.stream import build_loader
 
 
 def make_loader(cfg: RunConfig, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0, num_views: int = 1,
@@ -22,11 +20,8 @@ def make_loader(cfg: RunConfig, ws: Workspace, split: str, *, epoch: int = 0, vi
     source = cfg.train.source
     check_choice("train.source", source, SOURCES)
     if source == "shards":
-        from pipeline.store.stream import build_loader
-
         return build_loader(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
                             world_size=world_size)
-    from pipeline.store.cache import build_cached_loader
 
     return build_cached_loader(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
                                world_size=world_size)

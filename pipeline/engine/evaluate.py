@@ -12,22 +12,28 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from pipeline.core.config import RunConfig, from_dict
+import model as mdl
+from model.checkpoint import load_model_checkpoint
+from pipeline.core.config import RunConfig, from_dict, saved_run_config, upgrade_saved_config
 from pipeline.core.device import pick_device
 from pipeline.core.errors import IncompleteResultError, MMAError
-from pipeline.engine.provenance import run_provenance
-from pipeline.core.io import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.core.io import atomic_write_json, atomic_write_text, read_json_or, sha256_file
 from pipeline.core.paths import Workspace
 from pipeline.core.plots import plot_confusion
+from pipeline.core.results import StageResult
 from pipeline.core.seeded_model import build_seeded_model
+from pipeline.data.datasets import apply_label_set
+from pipeline.data.manifest import label_set
 from pipeline.engine.batches import (
     autocast,
     autocast_dtype,
@@ -42,9 +48,46 @@ from pipeline.engine.distributed import (
     shutdown,
 )
 from pipeline.engine.metrics import classification_metrics
+from pipeline.engine.provenance import run_provenance
+from pipeline.store.shard import read_index
+from pipeline.store.stream import split_clip_ids
 from pipeline.weights.resolve import check_trained_checkpoint, resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class FoldResult(StageResult):
+    """The metrics of one fold, as `mma train` (result.json) or `mma eval` (eval.json) wrote them.
+
+    `record` is the whole file (per-class recall, confusion matrices, clip counts, provenance);
+    the fields are what callers read most. UAR/WAR in %; the 2-clip values are None when 2-clip
+    evaluation was off.
+    """
+
+    dataset: str
+    fold: int
+    uar: float
+    war: float
+    uar_2clip: float | None
+    war_2clip: float | None
+    partial: bool
+    out_dir: Path
+    record: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], out_dir: str | Path) -> "FoldResult":
+        return cls(dataset=record["dataset"], fold=int(record["fold"]), uar=record["uar"], war=record["war"],
+                   uar_2clip=record.get("uar_2clip"), war_2clip=record.get("war_2clip"),
+                   partial=bool(record.get("partial")), out_dir=Path(out_dir), record=record)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.record)
+
+    def text(self) -> str:
+        """The headline numbers (the files hold the rest)."""
+        return json.dumps({"uar": self.uar, "war": self.war, "uar_2clip": self.uar_2clip,
+                           "war_2clip": self.war_2clip, "fold": self.fold}, indent=2)
+
 
 # --------------------------------------------------------------------------- the evaluation loop
 
@@ -81,9 +124,6 @@ def _gather_unique(rows: list[tuple[str, int, list[float]]], info: DistInfo) -> 
 
 def expected_test_clips(cfg: RunConfig, ws: Workspace) -> list[str]:
     """The fold's test clip ids as the shard index lists them (the cache is built from the same index)."""
-    from pipeline.store.shard import read_index
-    from pipeline.store.stream import split_clip_ids
-
     return split_clip_ids(read_index(ws, cfg.dataset), cfg.fold, "test")
 
 
@@ -232,13 +272,6 @@ def summary_fields(result: dict[str, Any], classes: Sequence[str]) -> dict[str, 
 # --------------------------------------------------------------------------- checkpoints
 
 
-def read_classes_for(cfg: RunConfig, ws: Workspace) -> list[str]:
-    """Class names of cfg.dataset from its manifest (the label ids the shards carry)."""
-    from pipeline.data.manifest import read_classes
-
-    return list(read_classes(ws, cfg.dataset))
-
-
 def use_authors_inputs(cfg: RunConfig) -> RunConfig:
     """Set data.compat="authors" (what the authors' checkpoints were trained on) and say so; in place.
 
@@ -254,8 +287,6 @@ def use_authors_inputs(cfg: RunConfig) -> RunConfig:
 
 def warn_if_prep_differs(cfg: RunConfig, ws: Workspace) -> list[str]:
     """Prep choices of cfg.dataset's prep_config.json that differ from cfg's resolved data choices (logged)."""
-    from pipeline.core.io import read_json_or
-
     path = ws.prep_dir(cfg.dataset) / "prep_config.json"
     saved = (read_json_or(path, None) or {}).get("settings") or {}
     want = cfg.data.resolved(cfg.dataset)
@@ -277,8 +308,6 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
     are read with `model.load_official_checkpoint` using the caller's model config, and the
     returned config uses the authors' inputs (`use_authors_inputs`).
     """
-    import model as mdl
-
     path = Path(checkpoint)
     if not path.is_file():
         raise MMAError(f"{path}: checkpoint file not found")
@@ -288,11 +317,10 @@ def load_model_for_eval(cfg: RunConfig, checkpoint: str | Path, *, official: boo
         return net, cfg, {"checkpoint": str(path), "official": True, "sha256": sha256_file(path),
                           "compat": "authors"}
 
-    from model.checkpoint import load_model_checkpoint
-
     ck = load_model_checkpoint(path, map_location="cpu")  # MMAError unless an mma checkpoint
-    saved = from_dict(ck["config"], base=RunConfig())
-    run_cfg = from_dict({"model": ck["config"]["model"], "data": ck["config"]["data"]}, base=copy.deepcopy(cfg))
+    stored = upgrade_saved_config(ck["config"])
+    saved = saved_run_config(stored)
+    run_cfg = from_dict({"model": stored["model"], "data": stored["data"]}, base=copy.deepcopy(cfg))
     run_cfg.data.num_workers = cfg.data.num_workers
     if cfg.model.num_classes != run_cfg.model.num_classes:
         raise MMAError(f"{path}: checkpoint has {run_cfg.model.num_classes} classes, {cfg.dataset} has "
@@ -342,15 +370,15 @@ def default_eval_dir(ws: Workspace, cfg: RunConfig, checkpoint: str | Path) -> P
 
 
 def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *, official: bool = False,
-                        out_dir: str | Path | None = None, allow_partial: bool = False) -> dict[str, Any]:
+                        out_dir: str | Path | None = None, allow_partial: bool = False) -> FoldResult:
     """Evaluate a checkpoint on fold cfg.fold; writes eval.json, predictions, confusion into out_dir.
 
     out_dir defaults to `default_eval_dir`.
     """
     check_trained_checkpoint(checkpoint, official=official)
     cfg = resolve_encoder_checkpoints(cfg, ws, fill=False)  # the checkpoint names its own encoders
-    classes = read_classes_for(cfg, ws)
-    cfg.model.num_classes = len(classes)
+    classes = label_set(cfg.dataset, ws)
+    apply_label_set(cfg, classes)
     info = init_distributed()
     try:
         net, run_cfg, ck_info = load_model_for_eval(cfg, checkpoint, official=official)
@@ -373,6 +401,6 @@ def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *
             log.info("eval %s fold %d: UAR %.2f WAR %.2f | 2-clip UAR %.2f WAR %.2f (%d clips) -> %s", cfg.dataset,
                      cfg.fold, result["uar"], result["war"], result["uar_2clip"], result["war_2clip"],
                      result["clips"], out)
-        return summary
+        return FoldResult.from_record(summary, out)
     finally:
         shutdown(info)

@@ -21,6 +21,8 @@ import torch
 from pipeline.core.config import RunConfig, to_dict
 from pipeline.core.io import read_json_or, sha256_file, sha256_json
 from pipeline.core.paths import Workspace
+from pipeline.engine.batches import autocast_dtype
+from pipeline.store.cache import stored_provenance
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,6 @@ def config_hash(cfg: RunConfig) -> str:
 
 def precision_name(cfg: RunConfig, device: torch.device) -> str:
     """The arithmetic the run used: bf16 (autocast) or fp32."""
-    from pipeline.engine.batches import autocast_dtype
-
     return "bf16" if autocast_dtype(cfg.train.precision, device, cfg.data.compat) == torch.bfloat16 else "fp32"
 
 
@@ -93,8 +93,6 @@ def run_provenance(cfg: RunConfig, ws: Workspace, net: torch.nn.Module, device: 
     sources = dict(encoders or getattr(net, "encoder_sources", {}) or {})
     cache_hash = None
     if cfg.train.source == "cache":
-        from pipeline.store.cache import stored_provenance
-
         stored = stored_provenance(ws.cache_path(cfg.dataset))
         cache_hash = sha256_json(stored) if stored is not None else None
     return {

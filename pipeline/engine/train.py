@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import model as mdl
+from model.checkpoint import load_model_checkpoint, save_model_checkpoint
 from pipeline.core.config import (
     RunConfig,
     load_run_config,
@@ -49,8 +51,10 @@ from pipeline.core.io import (
 )
 from pipeline.core.paths import Workspace
 from pipeline.core.plots import plot_curves
+from pipeline.core.progress import progress_bar
 from pipeline.core.seeded_model import build_seeded_model
-from pipeline.weights.resolve import resolve_encoder_checkpoints
+from pipeline.data.datasets import apply_label_set
+from pipeline.data.manifest import label_set
 from pipeline.engine.batches import autocast, autocast_dtype, make_loader, prepare_batch
 from pipeline.engine.distributed import (
     DistInfo,
@@ -61,11 +65,14 @@ from pipeline.engine.distributed import (
     shutdown,
 )
 from pipeline.engine.evaluate import (
+    FoldResult,
     evaluate_model,
-    read_classes_for,
     summary_fields,
     write_eval_outputs,
 )
+from pipeline.engine.provenance import run_provenance
+from pipeline.store.cache import check_cache_matches
+from pipeline.weights.resolve import resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +144,9 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(saved: RunConfig, current: RunConfig) -> list[str]:
-    """`field: saved -> current` for every field that matters to the result and differs.
+def config_differences(saved: RunConfig, current: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """`field: saved -> current` for every field that matters to the result and differs (dotted keys in
+    `ignore` are not compared).
 
     Compared as resolved: data.compat's "auto" choices on both sides, and a train.precision of
     "auto" matches what it resolves to on a CPU or a GPU.
@@ -151,7 +159,7 @@ def config_differences(saved: RunConfig, current: RunConfig) -> list[str]:
             cfg.train.precision = other.train.precision
     a, b = _flatten(to_dict(saved)), _flatten(to_dict(current))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k not in RUNTIME_ONLY and a.get(k) != b.get(k)]
+            if k not in RUNTIME_ONLY and k not in ignore and a.get(k) != b.get(k)]
 
 
 def _loader_len(loader: Any) -> int | None:
@@ -199,8 +207,8 @@ def _clear_run_dir(run_dir: Path) -> None:
 
 def train_fold(cfg: RunConfig, ws: Workspace, *, run_dir: str | Path | None = None, resume: bool = False,
                force: bool = False, on_epoch_end: EpochHook | None = None,
-               allow_partial: bool = False) -> dict[str, Any]:
-    """Train fold cfg.fold of cfg.dataset, evaluate it, and return the result.json content.
+               allow_partial: bool = False) -> FoldResult:
+    """Train fold cfg.fold of cfg.dataset, evaluate it, and return its result (result.json's content).
 
     `on_epoch_end(epoch, record)` is called on every rank after each epoch's checkpoint is
     written (epoch is 1-based); an exception it raises stops the run as a kill would. The final
@@ -220,15 +228,15 @@ def train_fold(cfg: RunConfig, ws: Workspace, *, run_dir: str | Path | None = No
 
 
 def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, resume: bool, force: bool,
-           on_epoch_end: EpochHook | None, allow_partial: bool) -> dict[str, Any]:
-    classes = read_classes_for(cfg, ws)
-    cfg.model.num_classes = len(classes)
+           on_epoch_end: EpochHook | None, allow_partial: bool) -> FoldResult:
+    classes = label_set(cfg.dataset, ws)
+    apply_label_set(cfg, classes)
     resolve_run(cfg.validate(), info.device.type)  # config.json records the concrete data choices and precision
     run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold)
     state = _prepare_run_dir(run_dir, cfg, info, resume, force)
     if state == "finished":
         log.info("%s: already finished; nothing to resume", run_dir)
-        return json.loads((run_dir / "result.json").read_text())
+        return FoldResult.from_record(json.loads((run_dir / "result.json").read_text()), run_dir)
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     net, encoders = _build_network(cfg, ws, info.device)
@@ -263,7 +271,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
                                allow_partial=allow_partial)
     result = _finish(run_dir, cfg, final, classes, info, net, ws)
     barrier(info)
-    return result
+    return FoldResult.from_record(result, run_dir)
 
 
 def _prepare_run_dir(run_dir: Path, cfg: RunConfig, info: DistInfo, resume: bool, force: bool) -> str:
@@ -287,8 +295,6 @@ def _build_network(cfg: RunConfig, ws: Workspace, device: torch.device) -> tuple
     none = {"path": None, "sha256": None}
     encoders = {w: dict(net.encoder_sources.get(w) or none) for w in ("vision", "audio")}
     if cfg.train.source == "cache":
-        from pipeline.store.cache import check_cache_matches
-
         check_cache_matches(cfg, ws)
     return net.to(device), encoders
 
@@ -296,9 +302,6 @@ def _build_network(cfg: RunConfig, ws: Workspace, device: torch.device) -> tuple
 def _resume_state(run_dir: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, info: DistInfo,
                   epochs: int) -> int:
     """Load last.pt (weights, optimizer, scheduler, RNG), trim metrics.jsonl to it; returns the epochs done."""
-    import model as mdl
-    from model.checkpoint import load_model_checkpoint
-
     ck = load_model_checkpoint(run_dir / "last.pt", map_location="cpu")
     mdl.load_trainable_state_dict(net, ck["model"])
     opt.load_state_dict(ck["optimizer"])
@@ -335,8 +338,6 @@ def _save_epoch(run_dir: Path, cfg: RunConfig, net: torch.nn.Module, opt: torch.
                 encoders: dict[str, Any], rngs: list[Any], epoch: int, record: dict[str, Any], ev: dict[str, Any],
                 classes: list[str]) -> None:
     """Rank 0 after an epoch: metrics line, last.pt (trainable tensors + optimizer/scheduler/RNG), curves."""
-    from model.checkpoint import save_model_checkpoint
-
     append_jsonl(run_dir / "metrics.jsonl", record)
     save_model_checkpoint(run_dir / "last.pt", net, to_dict(cfg), encoders, extra={
         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "epoch": epoch + 1,
@@ -351,8 +352,6 @@ def _save_epoch(run_dir: Path, cfg: RunConfig, net: torch.nn.Module, opt: torch.
 def _finish(run_dir: Path, cfg: RunConfig, final: dict[str, Any], classes: list[str], info: DistInfo,
             net: torch.nn.Module, ws: Workspace) -> dict[str, Any]:
     """The result.json content; rank 0 writes it with predictions and confusion matrices."""
-    from pipeline.engine.provenance import run_provenance
-
     records = read_jsonl(run_dir / "metrics.jsonl")
     result = {**summary_fields(final, classes), "fold": cfg.fold, "epochs": cfg.train.epochs,
               "dataset": cfg.dataset, "name": cfg.name, "image_size": cfg.model.image_size,
@@ -401,8 +400,6 @@ def build_optimizer(net: torch.nn.Module, cfg: RunConfig) -> tuple[torch.optim.O
 def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
                  ws: Workspace, info: DistInfo, epoch: int, amp: torch.dtype | None) -> dict[str, Any]:
     """One pass over this rank's training shards; returns the epoch's metrics record (all ranks summed)."""
-    from pipeline.core.progress import progress_bar
-
     device = info.device
     source = cfg.train.source
     loader = make_loader(cfg, ws, "train", epoch=epoch, rank=info.rank, world_size=info.world_size)

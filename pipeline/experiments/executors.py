@@ -13,6 +13,7 @@ import submitit
 
 from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
+from pipeline.core.progress import progress_bar
 from pipeline.experiments.jobs import TrainJob, job_kwargs
 from pipeline.experiments.presets import Job
 from pipeline.experiments.state import entry_for, job_status, now, write_state
@@ -76,9 +77,7 @@ def submit_slurm(jobs: list[Job], ws: Workspace, directory: Path, state: dict[st
 def run_local(jobs: list[Job], ws: Workspace, directory: Path, state: dict[str, Any], params: Mapping[str, Any],
               *, force: bool = False, poll_s: float = 0.5) -> dict[str, int]:
     """Run the jobs with submitit's LocalExecutor, one at a time per GPU (one at a time on CPU); waits."""
-    import torch
-
-    from pipeline.core.progress import progress_bar
+    import torch  # lazily: `mma sweep status/report` need no torch
 
     folder = directory / "logs" / "%j"
     slots: list[int | None] = list(range(torch.cuda.device_count())) or [None]

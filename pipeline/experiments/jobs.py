@@ -18,9 +18,11 @@ from typing import Any, Mapping, Sequence
 
 import submitit
 
-from pipeline.core.config import RunConfig, from_dict, to_dict
+from pipeline.core.config import saved_run_config, to_dict
 from pipeline.core.errors import MMAError
+from pipeline.core.logs import setup_logging
 from pipeline.core.paths import Workspace
+from pipeline.engine.train import train_fold
 from pipeline.experiments.presets import Job
 
 log = logging.getLogger(__name__)
@@ -47,11 +49,8 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self, *, config: dict[str, Any], workdir: str, manifest_dir: str, run_dir: str,
                  resume: bool = False, force: bool = False) -> dict[str, Any]:
-        from pipeline.core.logs import setup_logging
-        from pipeline.engine.train import train_fold
-
         setup_logging(logging.INFO)
-        cfg = from_dict(config, base=RunConfig())
+        cfg = saved_run_config(config)
         ws = Workspace(Path(workdir), Path(manifest_dir))
         restarts = slurm_restart_count()
         if restarts and force:
@@ -61,7 +60,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             force = False
         resume = not force and (resume or (Path(run_dir) / "last.pt").exists())
         log.info("sweep job: %s fold %d -> %s (resume=%s, force=%s)", cfg.name, cfg.fold, run_dir, resume, force)
-        return train_fold(cfg, ws, run_dir=run_dir, resume=resume, force=force)
+        return train_fold(cfg, ws, run_dir=run_dir, resume=resume, force=force).to_json()
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """The requeued job continues from last.pt (never restarts from scratch, even under --force)."""

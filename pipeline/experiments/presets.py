@@ -22,8 +22,8 @@ from typing import Any, Callable
 from model.config import TOKENS_PER_INTRODUCTION
 from pipeline.core.config import RunConfig, apply_overrides
 from pipeline.core.errors import MMAError
+from pipeline.core.folds import FOLDS
 from pipeline.core.paths import Workspace
-from pipeline.data.datasets import NUM_FOLDS
 from pipeline.data.paper import PAPER_TABLE1
 
 # The full model (the last row of Tables 2-7 on DFEW fold 1, 160 px).
@@ -87,7 +87,7 @@ def table1(dataset: str = "dfew") -> Experiment:
         rows.append(Row(f"s{size}", f"MMA (ours).{size}", {"model.image_size": size},
                         {"uar": uar, "war": war, "uar_2clip": uar2, "war_2clip": war2}))
     return Experiment("table1", "Table 1", "Comparison to SOTA: MMA-DFER at three image sizes", tuple(rows),
-                      tuple(range(1, NUM_FOLDS + 1)), f"{source.upper()}, 5-fold mean",
+                      FOLDS, f"{source.upper()}, 5-fold mean",
                       extra_columns=(("paper UAR*", "uar_2clip"), ("paper WAR*", "war_2clip")),
                       knobs=("model.image_size",))
 
@@ -231,22 +231,6 @@ def sweep_id(experiment: str, preset_name: str = "paper") -> str:
 def run_name(experiment: str, row: str, preset_name: str = "paper") -> str:
     """Run name of one row: `<experiment>-<row>` (plus `-<preset>` for a non-paper base preset)."""
     return f"{experiment}-{row}" if preset_name == "paper" else f"{experiment}-{row}-{preset_name}"
-
-
-def parse_folds(text: str | None) -> list[int] | None:
-    """`"1,3"` -> [1, 3]; None/empty -> None (the preset's folds). MMAError on anything else."""
-    if text is None or not str(text).strip():
-        return None
-    folds: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit() or not 1 <= int(part) <= NUM_FOLDS:
-            raise MMAError(f"--folds {text!r}: each fold must be an integer in 1..{NUM_FOLDS}")
-        if int(part) not in folds:
-            folds.append(int(part))
-    return folds or None
 
 
 def expand(experiment: Experiment, base: RunConfig, ws: Workspace, *, folds: list[int] | None = None,

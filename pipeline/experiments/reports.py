@@ -3,16 +3,18 @@ alongside, missing folds flagged; written as report.md, report.csv, report.json 
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from typing import Any, Mapping
 
+from pipeline.core.folds import FOLDS
 from pipeline.core.io import atomic_write_json, atomic_write_text
 from pipeline.core.paths import Workspace
 from pipeline.core.plots import plot_ours_vs_paper
-from pipeline.data.datasets import NUM_FOLDS
+from pipeline.engine.provenance import provenance_conflicts
 from pipeline.experiments.presets import get_experiment, run_name, sweep_id
 from pipeline.experiments.state import job_status, read_state, sweep_dir
-from pipeline.engine.provenance import provenance_conflicts
 from pipeline.results.report import METRICS, fold_status
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
     for row in experiment.rows:
         name = run_name(experiment.name, row.key, preset_name)
         tried = {int(e["fold"]) for e in recorded.values() if e.get("run_name") == name}
-        tried |= {k for k in range(1, NUM_FOLDS + 1) if ws.run_dir(dataset, name, k).is_dir()}
+        tried |= {k for k in FOLDS if ws.run_dir(dataset, name, k).is_dir()}
         folds = sorted(tried | set(experiment.default_folds))
         per_fold, missing = {}, []
         for k in folds:
@@ -119,9 +121,6 @@ def _report_markdown(report: Mapping[str, Any]) -> str:
 
 
 def _report_csv(report: Mapping[str, Any]) -> str:
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     extra = [key for _, key in report["extra_columns"]]

@@ -8,16 +8,17 @@ submitit's result pickle, `sacct` (SLURM) or its process (local). `plan_jobs` de
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 from pathlib import Path
 from typing import Any, Mapping
 
 import submitit
 
+from pipeline.core.config import load_run_config
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_write_json, read_json, read_json_or
 from pipeline.core.paths import Workspace
+from pipeline.engine.train import config_differences
 from pipeline.experiments.presets import Job
 
 EXECUTORS = ("local", "slurm")
@@ -97,17 +98,12 @@ def _finished_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _config_conflict(job: Job) -> list[str]:
-    """Fields where a run dir's saved config differs from the job's (num_classes comes from the data)."""
+    """Fields where a run dir's saved config differs from the job's (the label set, hence model.num_classes,
+    is the data's: the trainer sets it, a job's config does not know it yet)."""
     saved_path = job.run_dir / "config.json"
     if not saved_path.exists():
         return []
-    from pipeline.core.config import load_run_config
-    from pipeline.engine.train import config_differences
-
-    saved = load_run_config(saved_path)
-    cfg = copy.deepcopy(job.config)
-    cfg.model.num_classes = saved.model.num_classes
-    return config_differences(saved, cfg)
+    return config_differences(load_run_config(saved_path), job.config, ignore=("model.num_classes",))
 
 
 def job_status(entry: Mapping[str, Any], executor: str) -> tuple[str, str]:

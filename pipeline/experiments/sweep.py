@@ -19,11 +19,19 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from pipeline.core.config import RunConfig
 from pipeline.core.errors import MMAError
+from pipeline.core.folds import parse_folds
 from pipeline.core.paths import Workspace
+from pipeline.core.project import ProjectFile
+from pipeline.core.results import StageResult
+from pipeline.core.stage_config import ConfigRequest
+from pipeline.core.stage_config import preset_name as resolve_preset_name
+from pipeline.core.stage_config import preset_was_given, resolve_stage_config, stage_dataset
 from pipeline.experiments.executors import run_local, submit_slurm
 from pipeline.experiments.jobs import slurm_parameters, sweep_section
 from pipeline.experiments.presets import (
@@ -33,7 +41,6 @@ from pipeline.experiments.presets import (
     expand,
     get_experiment,
     list_experiments,
-    parse_folds,
     sweep_id,
 )
 from pipeline.experiments.reports import sweep_report
@@ -50,8 +57,8 @@ from pipeline.experiments.state import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXPERIMENTS", "follow_up_command", "format_list", "format_status", "resolve_sweep_id", "run_sweep",
-           "sweep_preset", "sweep_report", "sweep_section", "sweep_status"]
+__all__ = ["EXPERIMENTS", "SweepList", "SweepReport", "SweepRun", "SweepStatus", "make_sweep_report",
+           "resolve_sweep_id", "run_sweep", "sweep_command", "sweep_list", "sweep_preset", "sweep_status"]
 
 
 def sweep_preset(ws: Workspace, dataset: str, sid: str, default: str) -> str:
@@ -89,16 +96,6 @@ def _select_rows(experiment: Experiment, rows: str | list[str] | None) -> Experi
                       experiment.paper_source, experiment.extra_columns, experiment.knobs)
 
 
-def format_list(dataset: str = "dfew") -> str:
-    """`mma sweep --list`: every experiment with its table, rows, default folds and job count."""
-    lines = []
-    for e in list_experiments(dataset):
-        lines.append(f"{e['name']:<11} {e['table']:<8} {e['title']} — {e['jobs']} job(s): "
-                     f"{len(e['rows'])} row(s) x folds {','.join(map(str, e['folds']))}")
-        lines.append(f"{'':<11} rows: {' | '.join(e['rows'])}")
-    return "\n".join(lines)
-
-
 def _format_jobs(jobs: list[Job], plan: Mapping[str, list[Job]] | None = None) -> str:
     tag = {}
     for kind, js in (plan or {}).items():
@@ -111,14 +108,92 @@ def _format_jobs(jobs: list[Job], plan: Mapping[str, list[Job]] | None = None) -
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SweepRun(StageResult):
+    """A submission (or a local run, or a dry run) of a sweep: its jobs, what ran, what failed."""
+
+    sweep: str
+    summary: str  # what the terminal shows: the plan, or the status and the table after a local run
+    jobs: int
+    submitted: int
+    failed: int
+    sweep_dir: str
+    status_command: str
+
+    def text(self) -> str:
+        return self.summary
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        if not self.failed:
+            return ()
+        return (f"{self.failed} sweep job(s) failed; `{self.status_command}` shows their logs",)
+
+
+@dataclass(frozen=True)
+class SweepStatus(StageResult):
+    """Per job of one sweep (or every sweep of the dataset): sweep, job, state, note, job id, log, run dir."""
+
+    jobs: list[dict[str, Any]]
+
+    def text(self) -> str:
+        return format_status(self.jobs)
+
+
+@dataclass(frozen=True)
+class SweepReport(StageResult):
+    """A sweep's table: `report` is report.json's content, `markdown` report.md's, `files` what was written."""
+
+    report: dict[str, Any]
+    markdown: str
+    files: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.report, "files": list(self.files)}
+
+    def text(self) -> str:
+        return self.markdown + "\n" + "\n".join(f"wrote {f}" for f in self.files)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(self.report["refused"])
+
+
+@dataclass(frozen=True)
+class SweepList(StageResult):
+    """`mma sweep --list`: every experiment with its table, rows, default folds and job count."""
+
+    experiments: list[dict[str, Any]]
+
+    def text(self) -> str:
+        lines = []
+        for e in self.experiments:
+            lines.append(f"{e['name']:<11} {e['table']:<8} {e['title']} — {e['jobs']} job(s): "
+                         f"{len(e['rows'])} row(s) x folds {','.join(map(str, e['folds']))}")
+            lines.append(f"{'':<11} rows: {' | '.join(e['rows'])}")
+        return "\n".join(lines)
+
+
+def sweep_list(dataset: str = "dfew") -> SweepList:
+    """The experiment presets (`mma sweep --list`)."""
+    return SweepList(list_experiments(dataset))
+
+
+def make_sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_name: str = "paper",
+                      state: Mapping[str, Any] | None = None, allow_partial: bool = False,
+                      mixed: bool = False) -> SweepReport:
+    """`sweep_report` (the table, written into the sweep folder) as a stage result."""
+    report = sweep_report(ws, dataset, experiment_name, preset_name=preset_name, state=state,
+                          allow_partial=allow_partial, mixed=mixed)
+    markdown, files = report.pop("markdown"), report.pop("files")
+    return SweepReport(report, markdown, files)
+
+
 def run_sweep(experiment_name: str, *, dataset: str, folds: str | None, executor: str, base_config: RunConfig,
               preset_name: str, workspace: Workspace, slurm: Mapping[str, Any] | None = None,
               sweep_section: Mapping[str, Any] | None = None, rows: str | None = None, force: bool = False,
-              dry_run: bool = False) -> dict[str, Any]:
-    """Expand an experiment into (row x fold) jobs and submit (SLURM) or run (local) those not done.
-
-    Returns {"text": what the CLI prints, "failed": number of failed jobs, "jobs", "plan", ...}.
-    """
+              dry_run: bool = False) -> SweepRun:
+    """Expand an experiment into (row x fold) jobs and submit (SLURM) or run (local) those not done."""
     ws = workspace
     if executor not in EXECUTORS:
         raise MMAError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
@@ -136,28 +211,66 @@ def run_sweep(experiment_name: str, *, dataset: str, folds: str | None, executor
     plan = plan_jobs(jobs, state, force=force)
     header = (f"sweep {sid}: {experiment.table} ({experiment.title}), {len(jobs)} job(s): {len(plan['submit'])} to "
               f"run, {len(plan['done'])} done, {len(plan['active'])} queued/running; executor {executor}")
+    status_command = follow_up_command("status", experiment.name, dataset, preset_name)
+
+    def result(summary: str, submitted: int = 0, failed: int = 0) -> SweepRun:
+        return SweepRun(sid, summary, len(jobs), submitted, failed, str(directory), status_command)
+
     if dry_run:
         extra = ""
         if executor == "slurm":
             extra = "\nSLURM: " + ", ".join(f"{k}={v}" for k, v in params.items() if v is not None) + \
                     f" (one array of {len(plan['submit'])} task(s))"
-        return {"text": header + "\n" + _format_jobs(jobs, plan) + extra, "failed": 0, "jobs": jobs, "plan": plan}
+        return result(header + "\n" + _format_jobs(jobs, plan) + extra)
     state.update(executor=executor, submitted_preset=preset_name)
     log.info("%s", header)
-    result: dict[str, Any] = {"failed": 0, "jobs": jobs, "plan": plan, "sweep_dir": str(directory)}
     if not plan["submit"]:
         write_state(directory, state)
-        result["text"] = header + f"\nnothing to run; `{follow_up_command('report', experiment.name, dataset, preset_name)}` for the table"
-        return result
+        report_command = follow_up_command("report", experiment.name, dataset, preset_name)
+        return result(header + f"\nnothing to run; `{report_command}` for the table")
     if executor == "slurm":
         submit_slurm(plan["submit"], ws, directory, state, params, force=force)
-        result["text"] = (header + f"\nsubmitted {len(plan['submit'])} SLURM array task(s); follow them with "
-                          f"`{follow_up_command('status', experiment.name, dataset, preset_name)}`; logs in {directory / 'logs'}")
-        return result
+        return result(header + f"\nsubmitted {len(plan['submit'])} SLURM array task(s); follow them with "
+                      f"`{status_command}`; logs in {directory / 'logs'}", submitted=len(plan["submit"]))
     counts = run_local(plan["submit"], ws, directory, state, params, force=force)
-    result["failed"] = counts["failed"]
-    report = sweep_report(ws, dataset, experiment.name, preset_name=preset_name, state=state)
+    report = make_sweep_report(ws, dataset, experiment.name, preset_name=preset_name, state=state)
     status = format_status(sweep_status(ws, dataset, sid))
-    result["text"] = status + "\n\n" + report["markdown"] + "\n" + "\n".join(f"wrote {f}" for f in report["files"])
-    result["report"] = report
-    return result
+    return result(status + "\n\n" + report.text(), submitted=len(plan["submit"]), failed=counts["failed"])
+
+
+def sweep_command(target: Sequence[str], *, request: ConfigRequest, project: ProjectFile, workspace: Workspace,
+                  folds: str | None = None, rows: str | None = None, executor: str = "local",
+                  slurm: Mapping[str, Any] | None = None, force: bool = False, dry_run: bool = False,
+                  allow_partial: bool = False, mixed: bool = False) -> StageResult:
+    """`mma sweep PRESET | status [PRESET] | report PRESET` for the dataset and preset `request` resolves.
+
+    PRESET submits (or runs locally) the experiment's jobs with the config `request` resolves
+    (`pipeline.core.stage_config`), the SLURM options `slurm` over the `sweep:` sections of the
+    project file and the --config file; `status` follows the jobs; `report` writes the table.
+    """
+    ws = workspace
+    stage_file = request.stage_file()
+    dataset = stage_dataset(request, project, ws, stage_file)
+    preset_given = preset_was_given(request, project)
+    preset_name = resolve_preset_name(request, project, stage_file)
+    verb, args = (target[0], list(target[1:])) if target else (None, [])
+    if verb is None:
+        raise MMAError(f"mma sweep: give PRESET ({', '.join(EXPERIMENTS)}), `status [PRESET]` or `report PRESET`")
+    if verb == "status":
+        if len(args) > 1:
+            raise MMAError("mma sweep status [PRESET]: at most one preset")
+        sid = resolve_sweep_id(ws, dataset, args[0], preset_name, preset_given) if args else None
+        return SweepStatus(sweep_status(ws, dataset, sid))
+    if verb == "report":
+        if len(args) != 1:
+            raise MMAError("mma sweep report PRESET: name one preset")
+        sid = resolve_sweep_id(ws, dataset, args[0], preset_name, preset_given)
+        return make_sweep_report(ws, dataset, args[0], preset_name=sweep_preset(ws, dataset, sid, preset_name),
+                                 allow_partial=allow_partial, mixed=mixed)
+    if args:
+        raise MMAError(f"mma sweep: unexpected arguments after {verb!r}: {' '.join(args)}")
+    base_config = resolve_stage_config(request, project, ws)
+    section = sweep_section([(layer.path, layer.sweep) for layer in (project, stage_file)])
+    return run_sweep(verb, dataset=dataset, folds=folds, executor=executor, base_config=base_config,
+                     preset_name=preset_name, workspace=ws, slurm=slurm, sweep_section=section, rows=rows,
+                     force=force, dry_run=dry_run)

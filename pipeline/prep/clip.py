@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from model.config import ModelConfig
 from pipeline.core.config import DataConfig, to_dict
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_dir, read_json_or, sha256_json
@@ -110,8 +111,12 @@ def process_video(
     label: int = -1,
     device: str | None = None,
     frames_dir: str | Path | None = None,
+    frames_per_clip: int = ModelConfig.num_frames,
 ) -> dict[str, Any]:
     """Turn one raw video into a prep clip directory at `out_dir` (written atomically); returns meta.
+
+    `frames_per_clip` (model.num_frames) only words a warning: a clip with fewer face frames has
+    its last frame repeated by the loader.
 
     `frames_dir` (with data.faces="official") supplies pre-cropped face frames (DFEW's
     clip_224x224); the video then only provides audio and fps. Raises ClipError(stage, msg)
@@ -128,8 +133,8 @@ def process_video(
     if audio_info["has_audio"] and fbank.shape[0] == 0:
         warnings.append(f"audio track too short for one fbank frame ({audio_info['audio_seconds']} s): treated as no audio")
         audio_info["has_audio"] = False
-    if len(faces) < data_cfg.num_frames:
-        warnings.append(f"only {len(faces)} frames (< {data_cfg.num_frames}): the loader repeats the last one")
+    if len(faces) < frames_per_clip:
+        warnings.append(f"only {len(faces)} frames (< {frames_per_clip}): the loader repeats the last one")
     meta = {
         "clip_id": str(clip_id),
         "label": int(label),

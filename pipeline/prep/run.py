@@ -13,11 +13,14 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
 
-from pipeline.core.config import DataConfig, to_dict
+from model.config import ModelConfig
+from pipeline.core.config import DataConfig, to_dict, update_dataclass
 from pipeline.core.errors import MMAError
 from pipeline.core.io import (
     append_jsonl,
@@ -27,7 +30,11 @@ from pipeline.core.io import (
     read_jsonl,
 )
 from pipeline.core.paths import Workspace
+from pipeline.core.results import StageResult, render
+from pipeline.data.check import check_for_prep
+from pipeline.data.manifest import build_manifest, write_manifest
 from pipeline.prep.clip import check_prep_settings, clip_is_done, prep_settings, process_video, settings_hash
+from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 from pipeline.prep.video import ClipError
 
 log = logging.getLogger(__name__)
@@ -53,7 +60,7 @@ _THREADS_SET = False
 
 
 def _prep_task(row: dict[str, Any], *, clips_dir: str, data: dict[str, Any], device: str | None,
-               threads: int | None) -> dict[str, Any]:
+               threads: int | None, frames_per_clip: int) -> dict[str, Any]:
     """Process one manifest row; never raises for a bad clip (returns ok=False, stage, error)."""
     global _THREADS_SET
     if threads and not _THREADS_SET:
@@ -61,8 +68,6 @@ def _prep_task(row: dict[str, Any], *, clips_dir: str, data: dict[str, Any], dev
 
         torch.set_num_threads(int(threads))
         _THREADS_SET = True
-    from pipeline.core.config import update_dataclass
-
     cfg = update_dataclass(DataConfig(), data)
     clip_id = row["clip_id"]
     try:
@@ -74,6 +79,7 @@ def _prep_task(row: dict[str, Any], *, clips_dir: str, data: dict[str, Any], dev
             label=int(row["label"]),
             device=device,
             frames_dir=row.get("frames_dir") or None,
+            frames_per_clip=frames_per_clip,
         )
     except ClipError as exc:
         return {"clip_id": clip_id, "ok": False, "stage": exc.stage, "error": str(exc)}
@@ -137,8 +143,6 @@ def _reset_ledger(failures_path: Path, todo: list[dict[str, Any]], unusable: lis
 
 def _process(task: Any, todo: list[dict[str, Any]], spec: Any, failures_path: Path, label: str) -> None:
     """Run the clip task over `todo` on Dask; each clip that fails is appended to the ledger as it returns."""
-    from pipeline.prep.cluster import map_tasks, open_client
-
     def on_result(row: dict, result: dict) -> None:
         if result["ok"]:
             return
@@ -167,19 +171,17 @@ def run_prep(
     device: str | None = None,
     slurm: dict[str, Any] | None = None,
     max_failed: float = DEFAULT_MAX_FAILED,
-) -> dict[str, Any]:
+    frames_per_clip: int = ModelConfig.num_frames,
+) -> PrepResult:
     """Build the manifest, then prep every (or the first `limit`) clip; returns the summary.
 
     The summary's `too_many_failed` is true when more than `max_failed` (a fraction) of the clips
-    in scope failed; the CLI exits 1 then. The ledger and summary are written either way.
+    in scope failed; the result's exit code is 1 then. The ledger and summary are written either
+    way. `frames_per_clip` (model.num_frames) is what "short clip" means in the summary.
 
     Raises MMAError only when the run itself is broken (bad root, unreadable split files,
     settings clash); per-clip failures go to failures.jsonl and the run goes on.
     """
-    from pipeline.data.check import check_for_prep
-    from pipeline.data.manifest import build_manifest
-    from pipeline.prep.cluster import ClusterSpec
-
     root = Path(root)
     data_cfg = data_cfg.resolved(dataset, root)  # data.compat -> concrete choices (recorded in prep_config.json)
     check_prep_settings(data_cfg)
@@ -209,13 +211,14 @@ def run_prep(
     _reset_ledger(failures_path, todo, unusable, done)
     if todo:
         task = functools.partial(_prep_task, clips_dir=str(clips_dir), data=to_dict(data_cfg), device=device,
-                                 threads=threads_per_worker if cluster != "serial" else None)
+                                 threads=threads_per_worker if cluster != "serial" else None,
+                                 frames_per_clip=frames_per_clip)
         # SLURM worker jobs log into the prep dir, not slurm-<id>.out files in the current directory
         slurm = {"log_directory": str(prep_dir / "dask-logs"), **(slurm or {})}
         spec = ClusterSpec(kind=cluster, workers=workers, threads_per_worker=threads_per_worker, slurm=slurm)
         _process(task, todo, spec, failures_path, f"prep {dataset}")
 
-    summary = _summarise(dataset, root, ws, scope, clips_dir, digest, failures_path, data_cfg)
+    summary = _summarise(dataset, root, ws, scope, clips_dir, digest, failures_path, frames_per_clip)
     summary.update(skipped=len(done), processed=len(todo), seconds=round(time.perf_counter() - start, 2),
                    clips_per_second=round(len(todo) / max(time.perf_counter() - start, 1e-9), 3))
     failed_fraction = summary["clips_failed"] / summary["clips_total"] if summary["clips_total"] else 0.0
@@ -226,11 +229,11 @@ def run_prep(
     log.info("prep %s: %d/%d clips ok, %d failed, %d no-audio, %d frames without a face -> %s", dataset,
              summary["clips_ok"], summary["clips_total"], summary["clips_failed"], summary["no_audio"],
              summary["no_face_frames"], prep_dir)
-    return summary
+    return PrepResult(summary)
 
 
 def _summarise(dataset: str, root: Path, ws: Workspace, scope: list[dict], clips_dir: Path, digest: str,
-               failures_path: Path, data_cfg: DataConfig) -> dict[str, Any]:
+               failures_path: Path, frames_per_clip: int) -> dict[str, Any]:
     """Counts over the clips in scope, from what is on disk (so a resumed run reports the whole)."""
     ok, no_audio, no_face_frames, no_face_clips, short, frames = 0, 0, 0, 0, 0, 0
     for r in scope:
@@ -242,7 +245,7 @@ def _summarise(dataset: str, root: Path, ws: Workspace, scope: list[dict], clips
         no_audio += 0 if meta["has_audio"] else 1
         no_face_frames += int(meta.get("no_face_frames", 0))
         no_face_clips += 1 if meta.get("no_face_frames", 0) >= meta["num_frames"] else 0
-        short += 1 if meta["num_frames"] < data_cfg.num_frames else 0
+        short += 1 if meta["num_frames"] < frames_per_clip else 0
     in_scope = {r["clip_id"] for r in scope}
     failures = [f for f in read_jsonl(failures_path) if f.get("clip_id") in in_scope]
     by_stage: dict[str, int] = {}
@@ -260,6 +263,7 @@ def _summarise(dataset: str, root: Path, ws: Workspace, scope: list[dict], clips
         "no_face_clips": no_face_clips,
         "no_audio": no_audio,
         "short_clips": short,
+        "frames_per_clip": frames_per_clip,
         "frames": frames,
         "failures_by_stage": by_stage,
         "failures": [{"clip_id": f["clip_id"], "stage": f["stage"], "error": f["error"]} for f in failures],
@@ -269,8 +273,6 @@ def _summarise(dataset: str, root: Path, ws: Workspace, scope: list[dict], clips
 def _enrich_manifest(ws: Workspace, dataset: str, rows: list[dict], clips_dir: Path, digest: str,
                      failures_path: Path, classes: list[str]) -> None:
     """Add num_frames, fps, has_audio, audio_seconds and prep_status to the manifest rows."""
-    from pipeline.data.manifest import write_manifest
-
     failed = {f["clip_id"]: f["stage"] for f in read_jsonl(failures_path)}
     for r in rows:
         meta = clip_is_done(clips_dir / r["clip_id"], digest, r["clip_id"])
@@ -283,17 +285,16 @@ def _enrich_manifest(ws: Workspace, dataset: str, rows: list[dict], clips_dir: P
     write_manifest(ws, dataset, rows, classes)
 
 
-def summary_table(summary: dict[str, Any]) -> Any:
-    """A one-screen rich Table of a prep summary (the CLI prints it), failures listed below the counts."""
-    from rich.table import Table
-
+def summary_table(summary: dict[str, Any]) -> Table:
+    """A one-screen rich Table of a prep summary, failures listed below the counts."""
     table = Table(title=f"mma prep {summary['dataset']}", show_header=True, header_style="bold")
     table.add_column("")
     table.add_column("count", justify="right")
+    short = f"clips < {summary.get('frames_per_clip', ModelConfig.num_frames)} frames"
     for key, label in (("clips_total", "clips"), ("clips_ok", "ok"), ("clips_failed", "failed"),
                        ("skipped", "already done (skipped)"), ("processed", "processed now"),
                        ("no_audio", "no audio track"), ("no_face_clips", "clips without any face"),
-                       ("no_face_frames", "frames without a face"), ("short_clips", "clips < 16 frames")):
+                       ("no_face_frames", "frames without a face"), ("short_clips", short)):
         if key in summary:
             style = "red" if key == "clips_failed" and summary[key] else None
             table.add_row(label, str(summary[key]), style=style)
@@ -305,3 +306,35 @@ def summary_table(summary: dict[str, Any]) -> Any:
     if len(summary.get("failures", [])) > len(shown):
         table.add_row(f"... {len(summary['failures']) - len(shown)} more", "see failures.jsonl")
     return table
+
+
+@dataclass(frozen=True)
+class PrepResult(StageResult):
+    """What `run_prep` did: `summary` is the content of prep/summary.json (counts, failures, timing)."""
+
+    summary: dict[str, Any]
+
+    @property
+    def clips_ok(self) -> int:
+        return int(self.summary["clips_ok"])
+
+    @property
+    def clips_failed(self) -> int:
+        return int(self.summary["clips_failed"])
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.summary)
+
+    def text(self) -> str:
+        lines = [render(summary_table(self.summary))]
+        if self.clips_failed:
+            lines.append(f"{self.clips_failed} clip(s) failed: see {Path(self.summary['prep_dir']) / 'failures.jsonl'}")
+        return "\n".join(lines)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        s = self.summary
+        if not s.get("too_many_failed"):
+            return ()
+        return (f"{s['clips_failed']} of {s['clips_total']} clips failed "
+                f"({100 * s['failed_fraction']:.1f}% > --max-failed {100 * s['max_failed']:g}%)",)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.core.errors import MMAError
+from pipeline.results.timeline import class_colours
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,6 @@ def _panel(probs: np.ndarray, classes: Sequence[str], colours: Sequence[Any], wi
 def overlay_frames(analysis: Any, classes: Sequence[str]):
     """Yield the RGBA overlay bytes of every frame (box + bars)."""
     from PIL import Image, ImageDraw
-
-    from pipeline.results.timeline import class_colours
 
     meta = analysis.meta
     width, height = (int(v) for v in meta["source_size"])

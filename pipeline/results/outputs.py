@@ -16,6 +16,9 @@ from typing import Any, Sequence
 
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json_or
+from pipeline.results.annotate import write_annotated
+from pipeline.results.html_report import write_index_html
+from pipeline.results.timeline import plot_timeline
 
 VIDEO_FILES = ("windows.csv", "summary.json", "timeline.png", "annotated.mp4", "index.html")
 
@@ -73,10 +76,6 @@ def finished_result(video_out: Path, video: Path, provenance: dict[str, Any],
 def write_video_outputs(video_out: Path, analysis: Any, result: dict[str, Any], classes: Sequence[str], *,
                         force: bool = False) -> Path:
     """Write one video's folder atomically (all five files or none); an existing one only with `force`."""
-    from pipeline.results.annotate import write_annotated
-    from pipeline.results.html_report import write_index_html
-    from pipeline.results.timeline import plot_timeline
-
     summary = {k: v for k, v in result.items() if k not in ("windows", "output")}
     try:
         with atomic_dir(video_out, overwrite=force) as tmp:

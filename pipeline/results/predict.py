@@ -17,7 +17,6 @@ video. Without it, the result is a readable table (per-window rows with `show_wi
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -27,12 +26,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pipeline.core.config import RunConfig, from_dict, paper, to_dict
+from model.checkpoint import load_model_checkpoint
+from pipeline.core.config import RunConfig, saved_run_config, to_dict
 from pipeline.core.device import pick_device
 from pipeline.core.errors import MMAError
 from pipeline.core.io import sha256_file
 from pipeline.core.paths import Workspace
+from pipeline.core.progress import progress_bar
+from pipeline.core.results import StageResult
+from pipeline.data.manifest import label_set
+from pipeline.engine.evaluate import load_model_for_eval
+from pipeline.engine.official import official_run_config
+from pipeline.prep.clip import process_video
+from pipeline.results.outputs import finished_result, output_names, write_predictions_csv, write_video_outputs
 from pipeline.results.windows import WindowSpan, check_window_settings, predict_windows, window_spans
+from pipeline.store.sampling import load_clip_dir
 from pipeline.weights.resolve import check_trained_checkpoint
 
 log = logging.getLogger(__name__)
@@ -44,54 +52,29 @@ NO_AUDIO_WARNING = "no audio track: silence used"
 NO_FACE_WARN_FRACTION = 0.05  # warn when at least this share of frames has no detected face
 
 
-def _classes_for(dataset: str | None, ws: Workspace | None, saved: list[str] | None) -> list[str]:
-    if saved:
-        return list(saved)
-    if dataset is None:
-        raise MMAError("the checkpoint does not name its classes; pass --dataset")
-    if ws is not None and ws.classes(dataset).exists():
-        from pipeline.data.manifest import read_classes
-
-        return list(read_classes(ws, dataset))
-    from pipeline.data.datasets import dataset_spec
-
-    try:
-        return list(dataset_spec(dataset).classes)
-    except ValueError as exc:
-        raise MMAError(str(exc)) from None
-
-
 def load_predictor(checkpoint: str | Path, *, official: bool = False, dataset: str | None = None,
                    image_size: int | None = None, workspace: Workspace | None = None,
                    device: str | None = None) -> tuple[torch.nn.Module, RunConfig, list[str]]:
     """(model on device in eval mode, its run config, class names) for a checkpoint.
 
     `dataset` names the label set the caller expects: a checkpoint trained on another dataset
-    is a one-line error naming the checkpoint.
+    is a one-line error naming the checkpoint. An authors' checkpoint gets `official_run_config`
+    (the paper's model at `image_size`, default the paper's S).
     """
-    from pipeline.engine.evaluate import load_model_for_eval
-
     path = Path(checkpoint)
     if not path.is_file():
         raise MMAError(f"{path}: checkpoint file not found")
     if official:
         if dataset not in ("dfew", "mafw"):
             raise MMAError("--official needs --dataset dfew or mafw (the label set the authors trained on)")
-        classes = _classes_for(dataset, None, None)
-        cfg = paper()
-        cfg.dataset = dataset
-        cfg.model.num_classes = len(classes)
-        if image_size:
-            cfg.model.image_size = image_size
+        cfg, classes = official_run_config(dataset, image_size=image_size)
     else:
-        from model.checkpoint import load_model_checkpoint
-
         ck = load_model_checkpoint(path, map_location="cpu")  # MMAError unless an mma checkpoint
-        cfg = from_dict(ck["config"], base=RunConfig())
+        cfg = saved_run_config(ck["config"])
         if dataset is not None and cfg.dataset and dataset != cfg.dataset:
             raise MMAError(f"{path}: checkpoint was trained on {cfg.dataset}'s {cfg.model.num_classes} classes, "
                            f"not on the {dataset} label set asked for with --dataset")
-        classes = _classes_for(dataset or cfg.dataset, workspace, ck.get("classes"))
+        classes = list(ck.get("classes") or []) or label_set(dataset or cfg.dataset, workspace)
         if len(classes) != cfg.model.num_classes:
             raise MMAError(f"{path}: checkpoint predicts {cfg.model.num_classes} classes, "
                            f"label set has {len(classes)}")
@@ -174,9 +157,6 @@ def _video_warnings(meta: dict[str, Any]) -> list[str]:
 def analyse_video(net: torch.nn.Module, cfg: RunConfig, video: str | Path, *, window: float, stride: float,
                   device: torch.device) -> VideoAnalysis:
     """Prep `video` once (faces, fbank) and predict every sliding window of it."""
-    from pipeline.prep.clip import process_video
-    from pipeline.store.sampling import load_clip_dir
-
     video = Path(video)
     if not video.is_file():
         raise MMAError(f"{video}: video file not found")
@@ -262,11 +242,38 @@ def _provenance(checkpoint: Path, cfg: RunConfig, classes: Sequence[str], offici
             "model": {"dataset": cfg.dataset, "preset": cfg.name, "classes": list(classes), **to_dict(cfg.model)}}
 
 
+@dataclass(frozen=True)
+class PredictResult(StageResult):
+    """Every video's result (summary + windows, or {"video", "error"} for one that failed)."""
+
+    checkpoint: str
+    classes: list[str]
+    videos: list[dict[str, Any]]
+    show_windows: bool = False
+
+    @property
+    def failed(self) -> list[str]:
+        """The videos (paths as given or found) that could not be analysed."""
+        return [v["video"] for v in self.videos if "error" in v]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "classes": list(self.classes), "videos": self.videos,
+                "failed": len(self.failed)}
+
+    def text(self) -> str:
+        return format_predictions(self.videos, self.classes, show_windows=self.show_windows)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        failed = self.failed
+        return (f"{len(failed)} of {len(self.videos)} failed: {', '.join(failed)}",) if failed else ()
+
+
 def predict_videos(videos: Sequence[str | Path], checkpoint: str | Path, *, official: bool = False,
                    dataset: str | None = None, window: float | None = None, stride: float | None = None,
-                   out: str | Path | None = None, force: bool = False, as_json: bool = False,
+                   out: str | Path | None = None, force: bool = False,
                    device: str | None = None, workspace: Workspace | None = None,
-                   image_size: int | None = None, detect_side: int = PREDICT_DETECT_SIDE) -> dict[str, Any]:
+                   image_size: int | None = None, detect_side: int = PREDICT_DETECT_SIDE) -> PredictResult:
     """Predict every video (files or folders); a failing video is reported in its entry and the others go on.
 
     Faces are tracked with MTCNN on frames downscaled to `detect_side` pixels on their longer side
@@ -274,12 +281,8 @@ def predict_videos(videos: Sequence[str | Path], checkpoint: str | Path, *, offi
     people record; raise it for small or distant faces). An authors' checkpoint uses their union
     rule, which detects at full resolution.
 
-    Returns {"checkpoint", "classes", "videos": [per-video dicts], "failed": n, "text": rendering},
-    where text is JSON when `as_json` and a readable table otherwise (the CLI prints it); the
-    table lists the windows when `window` was given.
+    The result's text lists the windows when `window` was given.
     """
-    from pipeline.core.progress import progress_bar
-
     win, step = check_window_settings(window, stride)
     files, failures = expand_videos(videos)
     check_trained_checkpoint(checkpoint, official=official)
@@ -293,8 +296,6 @@ def predict_videos(videos: Sequence[str | Path], checkpoint: str | Path, *, offi
     out_dir = Path(out) if out is not None else None
     names: dict[Path, str] = {}
     if out_dir is not None:
-        from pipeline.results.outputs import output_names
-
         names = output_names(files)
     results: list[dict[str, Any]] = list(failures)
     for f in failures:
@@ -310,14 +311,8 @@ def predict_videos(videos: Sequence[str | Path], checkpoint: str | Path, *, offi
                 results.append({"video": str(video), "error": str(exc)})
             bar.advance(task)
     if out_dir is not None:
-        from pipeline.results.outputs import write_predictions_csv
-
         write_predictions_csv(out_dir / "predictions.csv", results, classes)
-    failed = sum("error" in r for r in results)
-    payload = {"checkpoint": str(checkpoint), "classes": list(classes), "videos": results, "failed": failed}
-    payload["text"] = json.dumps({k: v for k, v in payload.items() if k != "text"}, indent=2) if as_json \
-        else format_predictions(results, classes, show_windows=window is not None)
-    return payload
+    return PredictResult(str(checkpoint), list(classes), results, show_windows=window is not None)
 
 
 def _one_video(net: torch.nn.Module, cfg: RunConfig, classes: Sequence[str], video: Path, dev: torch.device,
@@ -325,8 +320,6 @@ def _one_video(net: torch.nn.Module, cfg: RunConfig, classes: Sequence[str], vid
                video_out: Path | None, force: bool) -> dict[str, Any]:
     """One video's result; with `video_out`, its output folder is written (or reused when finished)."""
     if video_out is not None and not force:
-        from pipeline.results.outputs import finished_result
-
         done = finished_result(video_out, video, provenance, settings)
         if done is not None:
             log.info("%s: already predicted in %s (pass --force to redo)", video, video_out)
@@ -334,8 +327,6 @@ def _one_video(net: torch.nn.Module, cfg: RunConfig, classes: Sequence[str], vid
     analysis = analyse_video(net, cfg, video, window=window, stride=stride, device=dev)
     result = video_result(analysis, classes, provenance, settings)
     if video_out is not None:
-        from pipeline.results.outputs import write_video_outputs
-
         write_video_outputs(video_out, analysis, result, classes, force=force)
         result["output"] = str(video_out)
     return result

@@ -11,13 +11,15 @@ import csv
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import MMAError
-from pipeline.core.io import atomic_write_json, atomic_write_text
+from pipeline.core.folds import FOLDS, NUM_FOLDS
+from pipeline.core.io import atomic_write_json, atomic_write_text, read_jsonl
 from pipeline.core.paths import Workspace
-from pipeline.data.datasets import NUM_FOLDS
+from pipeline.core.results import StageResult
 from pipeline.data.paper import PAPER_TABLE1
 from pipeline.engine.provenance import provenance_conflicts
 
@@ -29,9 +31,9 @@ HEADERS = {"uar": "UAR", "war": "WAR", "uar_2clip": "UAR*", "war_2clip": "WAR*"}
 def _find_runs_dir(dataset: str, ws: Workspace) -> Path:
     """The runs folder holding fold dirs: <workdir>/<ds>/runs itself or its only named run."""
     base = ws.runs_dir(dataset)
-    if any((base / f"fold{k}").is_dir() for k in range(1, NUM_FOLDS + 1)):
+    if any((base / f"fold{k}").is_dir() for k in FOLDS):
         return base
-    candidates = sorted(p for p in base.glob("*") if p.is_dir() and any(p.glob("fold[1-5]")))
+    candidates = sorted(p for p in base.glob("*") if p.is_dir() and any((p / f"fold{k}").is_dir() for k in FOLDS))
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
@@ -49,8 +51,6 @@ def fold_status(fold_dir: Path) -> dict[str, Any]:
         note = "no result.json"
         metrics = fold_dir / "metrics.jsonl"
         if metrics.exists():
-            from pipeline.core.io import read_jsonl
-
             done = read_jsonl(metrics)
             if done:
                 note = f"unfinished: {len(done)} epoch(s) logged"
@@ -69,8 +69,35 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
+@dataclass(frozen=True)
+class ReportResult(StageResult):
+    """The 5-fold table: `report` is report.json's content (mean, folds, flags, paper numbers), `markdown`
+    report.md's. `errors` are the reasons a mean was withheld (partial folds, mixed provenance)."""
+
+    report: dict[str, Any]
+    markdown: str
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.report["complete"])
+
+    @property
+    def mean(self) -> dict[str, float | None]:
+        return dict(self.report["mean"])
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.report)
+
+    def text(self) -> str:
+        return self.markdown
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(self.report["refused"])
+
+
 def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = None, allow_partial: bool = False,
-                mixed: bool = False) -> dict[str, Any]:
+                mixed: bool = False) -> ReportResult:
     """Gather the folds, write report.md / report.csv / report.json into the runs folder, return the table.
 
     The mean needs all 5 folds finished. A fold evaluated on part of its test clips (`partial`) is
@@ -82,7 +109,7 @@ def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = No
     if not runs.is_dir():
         raise MMAError(f"{runs}: runs folder does not exist")
     folds: list[dict[str, Any]] = []
-    for k in range(1, NUM_FOLDS + 1):
+    for k in FOLDS:
         st = fold_status(runs / f"fold{k}")
         row: dict[str, Any] = {"fold": k, "status": st["status"], "note": st["note"]}
         res = st["result"] or {}
@@ -130,13 +157,13 @@ def make_report(dataset: str, ws: Workspace, *, runs_dir: str | Path | None = No
         "provenance_conflicts": conflicts,
         "sources": sorted({r["source"] for r in ok if r["source"]}),
     }
-    report["markdown"] = _markdown(report)
-    atomic_write_text(runs / "report.md", report["markdown"])
+    markdown = _markdown(report)
+    atomic_write_text(runs / "report.md", markdown)
     atomic_write_text(runs / "report.csv", _csv(report))
-    atomic_write_json(runs / "report.json", {k: v for k, v in report.items() if k != "markdown"})
+    atomic_write_json(runs / "report.json", report)
     if not complete:
         log.warning("report for %s is incomplete (%d/%d folds): %s", dataset, len(ok), NUM_FOLDS, "; ".join(flagged))
-    return report
+    return ReportResult(report, markdown)
 
 
 def _markdown(report: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.core.plots import plt, save_figure
+from pipeline.prep.video import decode_clip
 
 MAX_STRIP_FACES = 24
 ENVELOPE_BINS = 2000
@@ -28,8 +29,6 @@ def class_colours(n: int) -> list[Any]:
 
 def waveform_envelope(video: Path, duration: float, bins: int = ENVELOPE_BINS) -> tuple[np.ndarray, np.ndarray] | None:
     """(times, (2, bins) min/max) of the video's mono audio over [0, duration], or None without audio."""
-    from pipeline.prep.video import decode_clip
-
     decoded = decode_clip(video, video=False)
     if decoded.audio is None or decoded.audio.shape[-1] == 0 or not decoded.sample_rate:
         return None

@@ -18,7 +18,9 @@ import torch
 
 from pipeline.core.config import RunConfig
 from pipeline.core.errors import MMAError
+from pipeline.engine.batches import autocast, autocast_dtype
 from pipeline.prep.audio import FBANK_ROWS_PER_SECOND
+from pipeline.store.sampling import ClipSampler
 
 DEFAULT_WINDOW = 2.0  # seconds
 DEFAULT_STRIDE = 1.0  # seconds (or the window, if shorter)
@@ -90,9 +92,6 @@ def window_sample(sample: dict[str, Any], span: WindowSpan) -> dict[str, Any]:
 def predict_windows(net: torch.nn.Module, cfg: RunConfig, sample: dict[str, Any], spans: Sequence[WindowSpan],
                     device: torch.device, *, batch_size: int = WINDOW_BATCH) -> np.ndarray:
     """Softmax probabilities (n_windows, n_classes) of every window, in batches of `batch_size`."""
-    from pipeline.engine.batches import autocast, autocast_dtype
-    from pipeline.store.sampling import ClipSampler
-
     sampler = ClipSampler.from_config(cfg)
     dtype = autocast_dtype(cfg.train.precision, device, cfg.data.compat)
     out: list[np.ndarray] = []

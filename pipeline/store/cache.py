@@ -33,6 +33,7 @@ import math
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,10 +41,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from pipeline.core.config import RunConfig, from_dict, to_dict
+from pipeline.core.config import RunConfig, saved_run_config, to_dict
+from pipeline.core.device import pick_device
 from pipeline.core.errors import MMAError
+from pipeline.core.folds import split_mask
 from pipeline.core.io import sha256_json
 from pipeline.core.paths import Workspace
+from pipeline.core.results import StageResult
+from pipeline.core.seeded_model import build_seeded_model
+from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
+from pipeline.store.sampling import ClipSampler, clip_rng
+from pipeline.store.shard import read_index, sample_key
+from pipeline.store.stream import iter_clips, loader_kwargs, reader_slot
 from pipeline.weights.resolve import resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
@@ -72,7 +81,6 @@ def build_stage1_model(cfg: RunConfig) -> torch.nn.Module:
 
     The caller's RNG state is left untouched.
     """
-    from pipeline.core.seeded_model import build_seeded_model
 
     return build_seeded_model(cfg.model, cfg.train.seed, cfg.vision_ckpt, cfg.audio_ckpt).eval()
 
@@ -97,7 +105,6 @@ def _token_counts(cfg: RunConfig) -> tuple[int, int]:
 
 def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) -> dict[str, Any]:
     """What a cache is made from, as a flat {field: value} (the fields check_cache_matches compares)."""
-    from pipeline.store.sampling import ClipSampler
 
     m = cfg.model
     sampling = ClipSampler.from_config(cfg).params()
@@ -157,7 +164,6 @@ def stored_provenance(path: Path) -> dict[str, Any] | None:
 
 def check_cache_matches(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
     """Raise MMAError naming the first differing field unless the cache fits `cfg`; returns its attrs."""
-    from pipeline.store.shard import read_index
 
     path = ws.cache_path(cfg.dataset)
     if not path.exists():
@@ -246,7 +252,6 @@ def _store_dtype(x: torch.Tensor, dtype: str) -> np.ndarray:
 def embed_views(net: Any, sampler: Any, clip: dict[str, Any], *, seed: int, train_views: int, audio_views: int,
                 device: torch.device, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """All cached views of one clip -> (vision (V, T, Nv, D), audio (A, Na, D)) as stored."""
-    from pipeline.store.sampling import clip_rng
 
     frames, specs = [], []
     for k in range(train_views):
@@ -266,13 +271,10 @@ def embed_views(net: Any, sampler: Any, clip: dict[str, Any], *, seed: int, trai
 
 def _cache_shard(task: dict[str, Any]) -> dict[str, Any]:
     """Embed every clip of one shard into its (disjoint, chunk-aligned) rows; mark the shard done."""
-    from pipeline.store.sampling import ClipSampler
-    from pipeline.store.shard import sample_key
-    from pipeline.store.stream import iter_clips
 
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
-    cfg = from_dict(task["cfg"], base=RunConfig())
+    cfg = saved_run_config(task["cfg"])
     device = torch.device(task["device"])
     net = _worker_model(cfg, device)
     sampler = ClipSampler.from_config(cfg)
@@ -362,7 +364,6 @@ def _open_or_create(path: Path, layout: dict[str, Any], prov: dict[str, Any], fo
 
 def _run_tasks(tasks: list[dict[str, Any]], cluster: str, workers: int, dataset: str) -> list[dict[str, Any]]:
     """Embed the shards on Dask; a task that raises is recorded as a failed shard (its traceback logged)."""
-    from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 
     results: list[dict[str, Any]] = []
 
@@ -379,18 +380,43 @@ def _run_tasks(tasks: list[dict[str, Any]], cluster: str, workers: int, dataset:
     return results
 
 
+@dataclass(frozen=True)
+class CacheResult(StageResult):
+    """What `run_cache` did: `summary` is the store's summary (also in its attributes): clips, rows,
+    shards done now / resumed, failed shards, `complete`, `up_to_date` when nothing had to be done."""
+
+    summary: dict[str, Any]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.summary.get("complete", True))
+
+    @property
+    def failed_shards(self) -> list[str]:
+        return list(self.summary.get("failed_shards") or [])
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.summary)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        if self.complete:
+            return ()
+        failed = self.failed_shards
+        names = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        return (f"cache unfinished: {len(failed)} shard(s) failed ({names or 'see the log'}); "
+                "rerun `mma cache` to retry them",)
+
+
 def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | None = None, force: bool = False,
-              cluster: str = "local") -> dict[str, Any]:
-    """Build (or resume, or confirm) `<workdir>/<ds>/cache.zarr` for `cfg`; returns a summary.
+              cluster: str = "local") -> CacheResult:
+    """Build (or resume, or confirm) `<workdir>/<ds>/cache.zarr` for `cfg`.
 
     A finished store with the same provenance is kept unless `force`; an unfinished one resumes
     (shards marked done are skipped); one made from something else is refused (naming the field)
     unless `force`, which rebuilds it. A shard that fails is not marked done: the summary says
     `complete: False` and lists it in `failed_shards`, and a rerun retries it.
     """
-    from pipeline.core.device import pick_device
-    from pipeline.store.shard import read_index
-
     start = time.perf_counter()
     cfg = resolve_encoder_checkpoints(cfg, ws)  # a copy; encoder files checked before any work
     cfg.validate()
@@ -403,7 +429,7 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
     dev = str(pick_device(device))
     done, up_to_date = _open_or_create(path, layout, prov, force, cfg.dataset)
     if up_to_date is not None:
-        return up_to_date
+        return CacheResult(up_to_date)
 
     shard_clips = {s["name"]: s["clips"] for s in index["shards"]}
     shards_dir = ws.shards_dir(cfg.dataset)
@@ -432,7 +458,7 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
     log.info("cache %s: %d clips x (%d train + %d test views) in %d shards -> %s (%.1f s)%s", cfg.dataset,
              summary["clips"], layout["train_views"], len(TEST_VIEWS), len(layout["shards"]), path,
              summary["seconds"], "" if finished else "; UNFINISHED: rerun to retry failed shards")
-    return summary
+    return CacheResult(summary)
 
 
 # --------------------------------------------------------------------------- the cached loader
@@ -469,7 +495,6 @@ class CachedStream(IterableDataset):
         return len(self.rows)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]]:
-        from pipeline.store.stream import reader_slot
 
         slot, slots, _ = reader_slot(self.rank, self.world_size)
         in_worker = torch.utils.data.get_worker_info() is not None  # batches cross a process: shared memory
@@ -512,7 +537,7 @@ def build_cached_dataset(cfg: RunConfig, ws: Workspace, split: str, *, epoch: in
         raise MMAError(f"{path}: cache is unfinished (rerun `mma cache {cfg.dataset}`)")
     layout = attrs["layout"]
     valid, fold = root["valid"][:], root["fold"][:]
-    mask = valid & ((fold == cfg.fold) if split == "test" else (fold != cfg.fold))
+    mask = valid & split_mask(fold, cfg.fold, split)
     rows = np.flatnonzero(mask)
     if not len(rows):
         raise MMAError(f"{path}: no {split} clips for fold {cfg.fold}")
@@ -536,7 +561,6 @@ def build_cached_loader(cfg: RunConfig, ws: Workspace, split: str, *, epoch: int
                         num_views: int = 1, rank: int = 0, world_size: int = 1,
                         num_workers: int | None = None) -> DataLoader:
     """DataLoader of (vision_tokens (n,T,Nv,D), audio_tokens (n,Na,D), label (n,), clip_id list) batches."""
-    from pipeline.store.stream import loader_kwargs
 
     dataset = build_cached_dataset(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
                                    world_size=world_size)

@@ -21,11 +21,13 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import DataConfig
 from pipeline.core.errors import MMAError
+from pipeline.core.folds import FOLDS
 from pipeline.core.io import (
     atomic_path,
     atomic_write_json,
@@ -36,7 +38,8 @@ from pipeline.core.io import (
     sha256_json,
 )
 from pipeline.core.paths import Workspace
-from pipeline.data.datasets import NUM_FOLDS
+from pipeline.core.progress import progress_bar
+from pipeline.core.results import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def plan_shards(clips: list[dict[str, Any]], max_clips: int, max_bytes: int) -> 
     if max_clips < 1:
         raise MMAError(f"data.shard_max_clips={max_clips}: must be at least 1")
     shards: list[dict[str, Any]] = []
-    for fold in range(1, NUM_FOLDS + 1):
+    for fold in FOLDS:
         members = [c for c in clips if c["fold"] == fold]
         seq, current, size = 0, [], 2 * TAR_BLOCK
         for clip in members:
@@ -178,7 +181,7 @@ def _finished_clips(dataset: str, ws: Workspace) -> tuple[str, list[dict[str, An
     for row in rows:
         cid = row["clip_id"]
         fold = row.get("test_fold")
-        if fold is None or not 1 <= int(fold) <= NUM_FOLDS:
+        if fold is None or int(fold) not in FOLDS:
             excluded.append({"clip_id": cid, "reason": f"no valid test fold ({row.get('problem') or fold})"})
             continue
         meta = clip_is_done(prep_dir / "clips" / cid, prep_hash, cid)
@@ -194,8 +197,6 @@ def _finished_clips(dataset: str, ws: Workspace) -> tuple[str, list[dict[str, An
 def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any], previous: dict[str, Any],
                    label: str) -> tuple[int, int]:
     """Write the shards whose content changed (reuse the others); index.json is updated after each. (written, kept)"""
-    from pipeline.core.progress import progress_bar
-
     index_path = out / "index.json"
     prep_hash = index["prep_hash"]
     written = kept = 0
@@ -223,11 +224,29 @@ def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any],
     return written, kept
 
 
-def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool = False) -> dict[str, Any]:
-    """Pack every successfully prepped clip of `dataset` into fold-grouped shards; returns the index.
+@dataclass(frozen=True)
+class ShardResult(StageResult):
+    """What `run_shard` did: shard counts, clips per fold, the clips left out, and index.json's content."""
 
-    The returned dict is index.json plus `written`, `kept` (shards) and `seconds`.
-    """
+    shards: int
+    written: int
+    kept: int
+    clips: int
+    clips_per_fold: dict[str, int]
+    left_out: list[dict[str, Any]]
+    prep_hash: str
+    seconds: float
+    index: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """What `mma shard` prints: everything but the index itself (it is index.json)."""
+        out = super().to_json()
+        out.pop("index")
+        return out
+
+
+def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool = False) -> ShardResult:
+    """Pack every successfully prepped clip of `dataset` into fold-grouped shards; index.json beside them."""
     start = time.perf_counter()
     prep_hash, clips, excluded, clips_total = _finished_clips(dataset, ws)
     plan = plan_shards(clips, data_cfg.shard_max_clips, data_cfg.shard_max_bytes)
@@ -251,7 +270,7 @@ def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool 
         "excluded": excluded,
     }
     written, kept = _write_planned(plan, out, index, previous, f"shard {dataset}")
-    for fold in range(1, NUM_FOLDS + 1):
+    for fold in FOLDS:
         names = [s["name"] for s in index["shards"] if s["fold"] == fold]
         index["folds"][str(fold)] = {"shards": names,
                                      "clips": sum(s["count"] for s in index["shards"] if s["fold"] == fold)}
@@ -264,4 +283,6 @@ def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool 
         log.warning("left out %s: %s", e["clip_id"], e["reason"])
     if len(excluded) > 10:
         log.warning("... %d more clip(s) left out: see %s", len(excluded) - 10, index_path)
-    return {**index, "written": written, "kept": kept, "seconds": round(seconds, 2)}
+    return ShardResult(shards=len(index["shards"]), written=written, kept=kept, clips=index["clips_sharded"],
+                       clips_per_fold={k: v["clips"] for k, v in index["folds"].items()}, left_out=excluded,
+                       prep_hash=prep_hash, seconds=round(seconds, 2), index=index)

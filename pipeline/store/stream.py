@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from pipeline.core.errors import MMAError
+from pipeline.core.folds import in_split
 from pipeline.core.io import append_jsonl
 from pipeline.core.paths import Workspace
 from pipeline.store.sampling import ClipSampler, clip_rng, decode_npy
@@ -46,7 +47,6 @@ from pipeline.store.shard import read_index, sample_key
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test")
 # What a damaged shard or member can raise while being read or decoded; anything else is a bug.
 SHARD_READ_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, UnicodeDecodeError)
 SAMPLE_DECODE_ERRORS = (OSError, ValueError, KeyError, EOFError)  # PIL's UnidentifiedImageError is an OSError
@@ -75,12 +75,8 @@ class ReadReport:
 
 
 def split_shards(index: dict[str, Any], fold: int, split: str) -> list[dict[str, Any]]:
-    """The index entries of `split` for test fold `fold` (train: the other folds), in index order."""
-    if split not in SPLITS:
-        raise MMAError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-    if split == "test":
-        return [s for s in index["shards"] if int(s["fold"]) == int(fold)]
-    return [s for s in index["shards"] if int(s["fold"]) != int(fold)]
+    """The index entries of `split` for run fold `fold` (`pipeline.core.folds.in_split`), in index order."""
+    return [s for s in index["shards"] if in_split(s["fold"], fold, split)]
 
 
 def split_clip_ids(index: dict[str, Any], fold: int, split: str) -> list[str]:

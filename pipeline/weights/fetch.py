@@ -17,6 +17,7 @@ import re
 import socket
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,14 @@ from model.inspect import VIT_B, Expected
 from pipeline.core.errors import USER_ERRORS, MMAError
 from pipeline.core.io import sha256_file
 from pipeline.core.progress import progress_bar
+from pipeline.core.results import StageResult
 from pipeline.weights.registry import (
     WeightSpec,
     source_url,
     url_override_var,
     weight_spec,
 )
-from pipeline.weights.store import check_structure, find, install, read_ledger
+from pipeline.weights.store import WeightFile, check_structure, find, install, read_ledger
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,37 @@ class _Dropped(Exception):
     """The connection ended before the body did."""
 
 
-def manual_steps(spec: WeightSpec, url: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ManualSteps(StageResult):
+    """A checkpoint whose source needs a browser: the link and the exact registration command."""
+
+    name: str
+    url: str
+    command: str
+    instructions: str
+    status: str = "manual"
+
+    def text(self) -> str:
+        return self.instructions
+
+
+@dataclass(frozen=True)
+class FetchResult(StageResult):
+    """`mma weights fetch NAME...`: per name a WeightFile (present | fetched) or ManualSteps, and one line
+    per download that failed (rerunning resumes it; the others were still tried)."""
+
+    results: list[WeightFile | ManualSteps]
+    failures: list[str]
+
+    def text(self) -> str:
+        return "\n".join(r.text() for r in self.results)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(self.failures)
+
+
+def manual_steps(spec: WeightSpec, url: str) -> ManualSteps:
     """What to do for a source that needs a browser: the link and the exact registration command."""
     command = f"mma weights add {spec.name} {spec.filename}"
     text = (f"{spec.name}: {spec.title} needs a browser ({spec.note or 'not a plain HTTPS file'}).\n"
@@ -53,7 +85,7 @@ def manual_steps(spec: WeightSpec, url: str) -> dict[str, Any]:
             f"  2. register it (checked, copied into the weights folder, sha256 recorded):\n"
             f"       {command}\n"
             f"  licence: {spec.licence}")
-    return {"name": spec.name, "status": "manual", "url": url, "command": command, "text": text}
+    return ManualSteps(spec.name, url, command, text)
 
 
 def _total_from(resp: Any, offset: int) -> int | None:
@@ -109,12 +141,12 @@ def _download_once(url: str, part: Path, timeout: float, progress: Any, task: An
 
 
 def fetch(name: str, folder: str | Path, *, url: str | None = None, force: bool = False, retries: int = 3,
-          timeout: float = 60.0, expected: Expected | None = VIT_B) -> dict[str, Any]:
-    """Download checkpoint `name` into `folder`; returns {"name", "status", ...}.
+          timeout: float = 60.0, expected: Expected | None = VIT_B) -> WeightFile | ManualSteps:
+    """Download checkpoint `name` into `folder`.
 
-    status: "present" (already there and recorded; `force` downloads again), "fetched", or
-    "manual" (needs a browser: "url", "command" and "text" say what to do). `url` (or the
-    `MMA_WEIGHTS_URL_<NAME>` variable) replaces the registry's URL.
+    A WeightFile with status "present" (already there and recorded; `force` downloads again) or
+    "fetched", or ManualSteps (needs a browser). `url` (or the `MMA_WEIGHTS_URL_<NAME>` variable)
+    replaces the registry's URL.
     """
     spec = weight_spec(name)
     folder = Path(folder)
@@ -123,7 +155,7 @@ def fetch(name: str, folder: str | Path, *, url: str | None = None, force: bool 
     if existing is not None and not force:
         entry = read_ledger(folder)["weights"].get(name) or {}
         log.info("%s: already in %s (use --force to download again)", name, existing)
-        return {"name": name, "status": "present", "path": str(existing), "sha256": entry.get("sha256")}
+        return WeightFile(name, "present", str(existing), entry.get("sha256") or sha256_file(existing), entry)
     if not fetchable:
         return manual_steps(spec, src)
     folder.mkdir(parents=True, exist_ok=True)
@@ -161,17 +193,16 @@ def fetch(name: str, folder: str | Path, *, url: str | None = None, force: bool 
         part.unlink(missing_ok=True)
         raise MMAError(f"{src}: the download of {name} is corrupt ({problem}); deleted, not installed")
     entry = install(spec, part, folder, source=src, sha256=digest)
-    return {"name": name, "status": "fetched", "path": str(folder / spec.filename), **entry}
+    return WeightFile(name, "fetched", str(folder / spec.filename), entry["sha256"], entry)
 
 
 __all__ = ["fetch", "manual_steps", "url_override_var"]
 
 
 def fetch_all(names: list[str], folder: str | Path, *, force: bool = False,
-              expected: Expected | None = VIT_B) -> dict[str, Any]:
-    """`mma weights fetch NAME...`: every name is tried (an unknown one fails before any download);
-    returns {"results": [fetch's dicts], "errors": ["<one line>", ...]} — a failed download is an
-    error line and the others still run (rerunning resumes it)."""
+              expected: Expected | None = VIT_B) -> FetchResult:
+    """`mma weights fetch NAME...`: every name is tried (an unknown one fails before any download); a
+    failed download is an error line and the others still run (rerunning resumes it)."""
     for name in names:
         weight_spec(name)
     results, errors = [], []
@@ -180,4 +211,4 @@ def fetch_all(names: list[str], folder: str | Path, *, force: bool = False,
             results.append(fetch(name, folder, force=force, expected=expected))
         except USER_ERRORS as exc:
             errors.append(str(exc).splitlines()[0])
-    return {"results": results, "errors": errors}
+    return FetchResult(results, errors)

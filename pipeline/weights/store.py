@@ -12,12 +12,14 @@ import datetime as _dt
 import logging
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from model.inspect import VIT_B, Expected, check_file
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_write_json, read_json, sha256_file
+from pipeline.core.results import StageResult
 from pipeline.weights.registry import WEIGHTS, WeightSpec, weight_spec
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,41 @@ def install(spec: WeightSpec, staged: Path, folder: Path, *, source: str, sha256
     return entry
 
 
+@dataclass(frozen=True)
+class WeightFile(StageResult):
+    """A checkpoint in the weights folder after `add` or `fetch`: status added | present | fetched."""
+
+    name: str
+    status: str
+    path: str
+    sha256: str
+    entry: dict[str, Any] = field(default_factory=dict)  # its weights.json entry (source, size, when)
+
+    def text(self) -> str:
+        return f"{self.name}: {self.status} {self.path} (sha256 {self.sha256})"
+
+
+@dataclass(frozen=True)
+class WeightsListing(StageResult):
+    """`mma weights list`: every known checkpoint, its source and licence, and whether `folder` holds it."""
+
+    dir: str
+    weights: list[dict[str, Any]]
+
+    def text(self) -> str:
+        lines = [f"weights folder: {self.dir}"]
+        for r in self.weights:
+            state = f"present: {r['path']}" + (f" (sha256 {r['sha256'][:12]})" if r["sha256"] else "") \
+                if r["present"] else "missing"
+            how = f"mma weights fetch {r['name']}" if r["fetchable"] else f"browser, then: mma weights add {r['name']} FILE"
+            lines.append(f"\n{r['name']}  [{state}]\n  {r['title']}\n  used as: {r['use']}\n  file:    {r['file']}"
+                         f"\n  source:  {r['url']}\n  get it:  {how}\n  licence: {r['licence']}"
+                         + (f"\n  note:    {r['note']}" if r["note"] else ""))
+        return "\n".join(lines)
+
+
 def add(name: str, file: str | Path, folder: str | Path, *, force: bool = False, link: bool = False,
-        expected: Expected | None = VIT_B) -> dict[str, Any]:
+        expected: Expected | None = VIT_B) -> WeightFile:
     """Register the user's `file` as `name`: structure check, copy (or symlink) into `folder`, sha256."""
     spec = weight_spec(name)
     file, folder = Path(file), Path(folder)
@@ -88,7 +123,7 @@ def add(name: str, file: str | Path, folder: str | Path, *, force: bool = False,
     if target.exists() and not force:
         if sha256_file(target) == digest:
             log.info("%s: %s already holds this file", name, target)
-            return {"name": name, "status": "present", "path": str(target), "sha256": digest}
+            return WeightFile(name, "present", str(target), digest)
         raise MMAError(f"{target}: already holds another {name} file (use --force to replace it)")
     if link:
         entry = install(spec, file, folder, source=str(file.resolve()), sha256=digest, link=True)
@@ -99,10 +134,10 @@ def add(name: str, file: str | Path, folder: str | Path, *, force: bool = False,
             entry = install(spec, staged, folder, source=str(file.resolve()), sha256=digest)
         finally:
             staged.unlink(missing_ok=True)
-    return {"name": name, "status": "added", "path": str(target), **entry}
+    return WeightFile(name, "added", str(target), entry["sha256"], entry)
 
 
-def listing(folder: str | Path) -> list[dict[str, Any]]:
+def listing(folder: str | Path) -> WeightsListing:
     """Every known checkpoint with its registry fields and whether (and as what) it is in `folder`."""
     folder = Path(folder)
     ledger = read_ledger(folder)["weights"] if folder.is_dir() else {}
@@ -114,4 +149,4 @@ def listing(folder: str | Path) -> list[dict[str, Any]]:
                      "url": spec.url, "page": spec.page, "licence": spec.licence, "fetchable": spec.fetchable,
                      "use": spec.use, "note": spec.note, "present": path is not None,
                      "path": str(path) if path else None, "sha256": entry.get("sha256") if path else None})
-    return rows
+    return WeightsListing(str(folder), rows)

@@ -13,7 +13,8 @@ from synth_sizes import SYNTH_CLASSES, SYNTH_CLIPS_PER_CLASS
 from typer.testing import CliRunner
 
 import cli
-from pipeline.data.datasets import MAFW_CLASSES, NUM_FOLDS
+from pipeline.core.folds import NUM_FOLDS
+from pipeline.data.datasets import MAFW_CLASSES
 from pipeline.data.synth import FAULT_KINDS, class_pitch, ffmpeg_exe, make_synth_dataset
 
 SPLITS = Path("Train & Test Set") / "single" / "no_caption"

@@ -8,13 +8,13 @@ import pytest
 
 from pipeline.core.config import paper, tiny
 from pipeline.core.errors import MMAError
+from pipeline.core.folds import parse_folds
 from pipeline.core.paths import Workspace
 from pipeline.experiments.presets import (
     EXPERIMENTS,
     expand,
     get_experiment,
     list_experiments,
-    parse_folds,
 )
 
 WS = Workspace(Path("/w"), Path("/m"))

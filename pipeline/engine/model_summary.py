@@ -1,0 +1,33 @@
+"""`mma model summary`: the resolved config's network, counted — parameters per component (trainable and
+frozen), the token layout and the prompt schedule (`model.summary`), sized for the dataset's label set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from model.summary import format_summary, summarize_config
+from pipeline.core.config import RunConfig
+from pipeline.core.paths import Workspace
+from pipeline.core.results import StageResult
+from pipeline.data.datasets import apply_label_set
+from pipeline.data.manifest import label_set
+
+
+@dataclass(frozen=True)
+class ModelSummary(StageResult):
+    """`summary` is `model.summary.summarize_config`'s dict (what `--json` prints)."""
+
+    summary: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.summary)
+
+    def text(self) -> str:
+        return format_summary(self.summary)
+
+
+def summarize_run(cfg: RunConfig, dataset: str, ws: Workspace | None = None) -> ModelSummary:
+    """The summary of `cfg`'s network with the classifier sized for `dataset`'s label set."""
+    apply_label_set(cfg, label_set(dataset, ws))
+    return ModelSummary(summarize_config(cfg.model))
