@@ -79,8 +79,9 @@ class EncoderGeometry:
         tail = f", {self.prefix_tokens} prefix token{'s' if self.prefix_tokens != 1 else ''}" if prefix else ""
         return f"width {self.width}, depth {self.depth}, {self.patch_size} px patches{tail}"
 
-    def key(self) -> tuple[int, int, int, int, str]:
-        return self.width, self.depth, self.patch_size, self.prefix_tokens, self.family
+    def key(self) -> tuple[int, int, int, int]:
+        """(width, depth, patch size, prefix tokens): with `family`, what `compare_geometry` compares."""
+        return self.width, self.depth, self.patch_size, self.prefix_tokens
 
 
 def _layout_family(geo: ViTGeometry) -> str:
@@ -114,7 +115,7 @@ def compare_geometry(found: EncoderGeometry, expected: EncoderGeometry, path: st
     The line names the file and what it has, then who needs what: `needs` (e.g. "--preset paper")
     with the architecture in brackets, or else the architecture's name.
     """
-    if found.key() == expected.key():
+    if found.key() == expected.key() and found.family == expected.family:
         return
     prefix = found.prefix_tokens != expected.prefix_tokens or expected.prefix_tokens != 1
     family = found.family != expected.family
@@ -129,7 +130,7 @@ def compare_geometry(found: EncoderGeometry, expected: EncoderGeometry, path: st
 
 def _label(expected: EncoderGeometry) -> str:
     """ "ViT-B/16" for the paper's geometry, else the timm name."""
-    if expected.key() == (768, 12, 16, 1, "ViT"):
+    if expected.key() == (768, 12, 16, 1) and expected.family == "ViT":
         return "ViT-B/16"
     return expected.name
 

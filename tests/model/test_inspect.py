@@ -133,7 +133,7 @@ def test_each_family_is_read_from_its_tensors(tmp_path, name, family, prefix):
     assert (geo.width, geo.depth, geo.family, geo.prefix_tokens) == (32, 2, family, prefix)
     assert geo.pos_grid == ((14, 14) if "patch16" in name else (16, 16))
     expected = expected_for_encoder(name, cfg=ModelConfig(embed_dim=32, depth=2, num_heads=2))
-    assert geo.key() == expected.key()
+    assert geo.key() == expected.key() and geo.family == expected.family
     compare_geometry(geo, expected, path)  # fits: no error
 
 
