@@ -122,9 +122,9 @@ def compare_geometry(found: EncoderGeometry, expected: EncoderGeometry, path: st
     given = f", given as {flag}" if flag else ""
     label = _label(expected)
     who = needs or label or "the run's model"
-    has = found.shape(prefix=prefix) + (f" ({found.family} layout)" if family else "")
-    notes = [n for n in (label if needs else "", f"{expected.family} layout" if family else "") if n]
-    wants = expected.shape(prefix=prefix) + (f" ({', '.join(notes)})" if notes else "")
+    has = found.shape(prefix=prefix) + (f", {found.family} layout" if family else "")
+    wants = (expected.shape(prefix=prefix) + (f" ({label})" if needs and label else "")
+             + (f", {expected.family} layout" if family else ""))
     raise ModelError(f"{path}: {what} has {has}{given}; {who} needs {wants}")
 
 

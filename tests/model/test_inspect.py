@@ -145,9 +145,9 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path):
     timm_file(clip, "vit_base_patch16_clip_224")
     with pytest.raises(ModelError) as err:
         compare_geometry(inspect_checkpoint(clip).encoder, full, clip)
-    assert str(err.value) == (f"{clip}: this file has width 32, depth 2, 16 px patches, 1 prefix token (CLIP-style "
-                              "layout); vit_small_patch14_reg4_dinov2 needs width 384, depth 12, 14 px patches, "
-                              "5 prefix tokens (DINOv2-style layout)")
+    assert str(err.value) == (f"{clip}: this file has width 32, depth 2, 16 px patches, 1 prefix token, CLIP-style "
+                              "layout; vit_small_patch14_reg4_dinov2 needs width 384, depth 12, 14 px patches, "
+                              "5 prefix tokens, DINOv2-style layout")
     # the same numbers in another family's layout: refused by the run's check, naming the architecture
     run = Expected.from_model_config(ModelConfig(vision_encoder="vit_base_patch16_clip_224", embed_dim=32, depth=2,
                                                  num_heads=2))
@@ -155,7 +155,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path):
     mae = tmp_path / "mae.pth"
     timm_file(mae, "vit_base_patch16_224")
     with pytest.raises(ModelError, match=r"mae\.pth: this MAE-Face encoder \(3 input channels\) has width 32, depth 2, "
-                                         r"16 px patches \(ViT layout\), given as --vision-ckpt; the run's model needs "
-                                         r"width 32, depth 2, 16 px patches \(vit_base_patch16_clip_224, CLIP-style "
-                                         r"layout\)$"):
+                                         r"16 px patches, ViT layout, given as --vision-ckpt; the run's model needs "
+                                         r"width 32, depth 2, 16 px patches \(vit_base_patch16_clip_224\), CLIP-style "
+                                         r"layout$"):
         check_file(mae, "vision-encoder", "--vision-ckpt", run)
