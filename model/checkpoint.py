@@ -3,11 +3,10 @@
 - `safe_torch_load`: `torch.load(weights_only=True)`. Files written by training scripts
   often also pickle Python objects (argparse.Namespace, a metrics recorder, numpy RNG
   state); numpy arrays are rebuilt for real and any other class is replaced by an inert
-  placeholder, so no code from the file ever runs and the tensors still load. `.safetensors`
-  files (timm checkpoints on the HF hub) are read with safetensors.
+  placeholder, so no code from the file ever runs and the tensors still load.
 - `load_encoder_checkpoints`: encoder files in timm names (MAE-Face / AudioMAE's
-  `{'model': state_dict}`, or a bare state dict; MAE decoder keys and classifier heads
-  ignored) into the frozen encoders; the positional-embedding grid is resized bicubically
+  `{'model': state_dict}`, or a bare state dict as timm saves one; MAE decoder keys and
+  classifier heads ignored) into the frozen encoders; the positional-embedding grid is resized bicubically
   (prefix-token rows kept) and the prompt rows keep their own init.
 - mma checkpoints (`format: "mma-v1"`): the trainable tensors only (or the full state for
   an imported official model, `full_state: True`), the run config, and the encoder
@@ -80,15 +79,10 @@ def _resolve_numpy(name: str) -> Any | None:
 
 
 def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
-    """torch.load with weights_only=True; non-tensor objects other than numpy arrays become placeholders.
-
-    A `.safetensors` file (the HF hub's timm checkpoints) is read as the flat dict of tensors it holds.
-    """
+    """torch.load with weights_only=True; non-tensor objects other than numpy arrays become placeholders."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint file not found")
-    if path.suffix == ".safetensors":
-        return _load_safetensors(path, map_location)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:  # the file exists but cannot be read (permissions, I/O error)
@@ -121,17 +115,6 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, *BAD_FILE_ERRORS) as exc:  # still unreadable: a bad file, not a traceback
         raise ModelError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(exc)})") from None
-
-
-def _load_safetensors(path: Path, map_location: Any) -> dict[str, torch.Tensor]:
-    # safetensors is timm's own dependency; the format holds tensors only (nothing to unpickle)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device=str(map_location))
-    except (SafetensorError, OSError) as exc:
-        raise ModelError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
 
 
 def _bad_file_reason(path: Path, exc: BaseException) -> str:

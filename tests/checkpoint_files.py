@@ -4,8 +4,8 @@
   decoder and mask token included), any width/depth/input channels;
 - `vision_file` / `audio_file`: MAE-Face- and AudioMAE-shaped files at the tiny preset's geometry
   (width 64, depth 4; 224 px faces -> 14x14 grid, 1024x128 spectrograms -> 64x8 grid);
-- `timm_file`: any timm architecture's state dict as the HF hub holds it (timm names, a bare
-  dict, `.safetensors` or `.pth`), width 32 and depth 2 unless told;
+- `timm_file`: any timm architecture's state dict saved bare as timm saves one (timm names),
+  width 32 and depth 2 unless told;
 - `mma_run_file`: a checkpoint as `mma train` writes it, from a tiny model;
 - `authors_file`: a tiny model saved in the authors' layout (see official_layout.py).
 """
@@ -51,7 +51,7 @@ def audio_file(path: Path, **kw) -> Path:
 
 
 def timm_file(path: Path, name: str, *, in_chans: int = 3, img_size=224, **kw) -> dict:
-    """`name`'s timm state dict (random, seeded) saved bare at `path` (.safetensors or torch.save); returns it."""
+    """`name`'s timm state dict (random, seeded) saved bare at `path` with torch.save; returns it."""
     import timm
 
     args = dict(embed_dim=32, depth=2, num_heads=2, **kw)
@@ -63,12 +63,7 @@ def timm_file(path: Path, name: str, *, in_chans: int = 3, img_size=224, **kw) -
         for key in ("pos_embed", "cls_token", "reg_token"):
             if key in sd:
                 sd[key] = torch.randn_like(sd[key])
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import save_file
-
-        save_file(sd, str(path))
-    else:
-        torch.save(sd, path)
+    torch.save(sd, path)
     return sd
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -262,3 +265,24 @@ def test_set_overrides_reach_the_encoder_by_name():
     assert model.vision.geometry.act == "QuickGELU" and model.vision.geometry.pre_norm
     assert model.audio.depth == 2 and model.fusion_pairs() == [(1, 0), (3, 1)]
     assert dataclasses.replace(cfg.model).resolved().vision_mean == (0.5, 0.5, 0.5)
+
+
+def test_validating_the_presets_needs_neither_timm_nor_torch():
+    """The default pair's geometry and statistics are declared: `validate()` stays cheap for every config path."""
+    code = ("import sys; from model.config import ModelConfig; from pipeline.core.config import paper, tiny; "
+            "ModelConfig().resolved(); paper().validate(); tiny().validate(); "
+            "print(sorted(m for m in ('timm', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
+
+
+def test_encoder_flags_set_the_names():
+    from pipeline.core.stage_config import MODEL_FLAGS, ConfigRequest, resolve_stage_config
+
+    assert {"vision_encoder", "audio_encoder"} <= set(MODEL_FLAGS)
+    cfg = resolve_stage_config(ConfigRequest(preset="tiny", flags={"vision_encoder": "vit_small_patch14_dinov2",
+                                                                   "model.image_size": 28}), needs_dataset=False)
+    assert cfg.model.vision_encoder == "vit_small_patch14_dinov2" and cfg.model.audio_encoder == DEFAULT_AUDIO_ENCODER
+    with pytest.raises(ModelConfigError, match=r"^model\.audio_encoder='resnet18' is a resnet model"):
+        resolve_stage_config(ConfigRequest(preset="tiny", flags={"audio_encoder": "resnet18"}), needs_dataset=False)

@@ -125,7 +125,7 @@ def test_weights_check_without_as(files):
     ("eva02_tiny_patch14_224", "EVA-02", 1),
 ])
 def test_each_family_is_read_from_its_tensors(tmp_path, name, family, prefix):
-    path = tmp_path / f"{name}.safetensors"
+    path = tmp_path / f"{name}.pth"
     timm_file(path, name)
     info = inspect_checkpoint(path)
     assert info.kind == "vision-encoder" and info.short() == f"a {family} vision encoder (3 input channels)"
