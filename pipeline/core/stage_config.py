@@ -56,10 +56,6 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
                "Progressive prompts: times new prompts enter (3 tokens each, as the authors')."),
     ConfigFlag("modality", "--modality", "model.modality", str, "both | vision | audio."),
     # encoders
-    ConfigFlag("vision_encoder", "--vision-encoder", "model.vision_encoder", str,
-               "Face encoder: a timm name ARCH[.TAG] (default vit_base_patch16_224.mae_face, MAE-Face)."),
-    ConfigFlag("audio_encoder", "--audio-encoder", "model.audio_encoder", str,
-               "Audio encoder: a timm name ARCH[.TAG] (default vit_base_patch16_224.audiomae_as2m, AudioMAE)."),
     ConfigFlag("vision_ckpt", "--vision-ckpt", "vision_ckpt", Path, "MAE-Face checkpoint ({'model': ...})."),
     ConfigFlag("audio_ckpt", "--audio-ckpt", "audio_ckpt", Path, "AudioMAE checkpoint ({'model': ...})."),
     # training
@@ -87,7 +83,7 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
 
 # The flag groups stages share.
 MODEL_FLAGS = ("image_size", "latent_dim", "fusion", "temporal", "ita_dim", "prompts", "prompt_introductions",
-               "modality", "vision_encoder", "audio_encoder")
+               "modality")
 ENCODER_FLAGS = ("vision_ckpt", "audio_ckpt")
 
 

@@ -276,13 +276,3 @@ def test_validating_the_presets_needs_neither_timm_nor_torch():
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
 
-
-def test_encoder_flags_set_the_names():
-    from pipeline.core.stage_config import MODEL_FLAGS, ConfigRequest, resolve_stage_config
-
-    assert {"vision_encoder", "audio_encoder"} <= set(MODEL_FLAGS)
-    cfg = resolve_stage_config(ConfigRequest(preset="tiny", flags={"vision_encoder": "vit_small_patch14_dinov2",
-                                                                   "model.image_size": 28}), needs_dataset=False)
-    assert cfg.model.vision_encoder == "vit_small_patch14_dinov2" and cfg.model.audio_encoder == DEFAULT_AUDIO_ENCODER
-    with pytest.raises(ModelConfigError, match=r"^model\.audio_encoder='resnet18' is a resnet model"):
-        resolve_stage_config(ConfigRequest(preset="tiny", flags={"audio_encoder": "resnet18"}), needs_dataset=False)
