@@ -88,9 +88,11 @@ def test_report_flags_missing_folds_and_writes_files(tmp_path):
     assert d128["missing"] == ["fold1 unfinished"] and d128["mean"]["uar"] is None
     assert not d256["ran"] and not report["complete"]
     md = (ws.sweeps_dir("dfew") / "latent" / "report.md").read_text()
-    assert "| 64 | 2/2 | - | 61.00 | 71.00 | 62.00 | 72.00 | 64.57 | 77.44 | -3.57 | -6.44 | 5.90 | ok |" in md
-    assert "| 128 | 0/1 |" in md and "MISSING: fold1 unfinished" in md
-    assert "| 256 | 0/1 |" in md and md.count("not run |") == 2
+    assert ("| 64 | 2/2 | 1/1 | - | 61.00 | 71.00 | 62.00 | 72.00 | 1.41 | 1.41 | 1 seed | 1 seed | - | - | 64.57 | "
+            "77.44 | -3.57 | -6.44 | not compared | not compared | 5.90 | ok; no interval: no predictions.csv for "
+            "fold1 (seed 1), fold2 (seed 1); not compared with 128: the reference row has no finished runs |") in md
+    assert "| 128 | 0/1 | 0/1 |" in md and "MISSING: fold1 unfinished" in md and "| reference | reference |" in md
+    assert "| 256 | 0/1 | 0/1 |" in md and md.count("not run |") == 2
     csv_text = (ws.sweeps_dir("dfew") / "latent" / "report.csv").read_text()
     assert csv_text.splitlines()[0].startswith("row,label,folds") and len(csv_text.splitlines()) == 5
     png = ws.sweeps_dir("dfew") / "latent" / "report.png"
