@@ -308,7 +308,7 @@ def _markdown(report: dict[str, Any]) -> str:
         for entry in report["per_seed"]:
             status = "5/5 folds" if entry["complete"] else f"{entry['folds_ok']}/{NUM_FOLDS} folds"
             lines.append(f"| seed {entry['seed']} mean | " + " | ".join(_fmt(entry["mean"][m]) for m in METRICS)
-                         + f" | | {status}; sd over folds {_fmt(entry['std_folds']['uar'])} UAR |")
+                         + f" | | {status} |")
     for r in report["folds"]:
         status = r["status"] if not r["note"] else f"{r['status']}: {r['note']}"
         label = f"seed{r['seed']} fold{r['fold']}" if several else f"fold{r['fold']}"

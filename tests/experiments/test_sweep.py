@@ -69,7 +69,7 @@ def test_cli_list_and_dry_run(tmp_path):
     result = runner.invoke(cli.app, ["--workdir", str(tmp_path), "sweep", "table1", "--dataset", "dfew", "--dry-run",
                                      "--executor", "slurm", "--folds", "1,2"])
     assert result.exit_code == 0, result.output
-    assert "6 job(s): 6 to run" in result.output and "table1-s224/fold2" in result.output
+    assert "6 job(s): 6 to run" in result.output and "table1-s224/seed1/fold2" in result.output
     assert not (tmp_path / "dfew" / "sweeps").exists()
 
 
@@ -129,7 +129,7 @@ def test_local_sweep_runs_two_jobs_then_skips_them(sharded, workspace, tiny_conf
     sweep = workspace.sweeps_dir("synth") / "fusion-tiny"
     state = json.loads((sweep / "jobs.json").read_text())
     ids = {k: e["job_id"] for k, e in state["jobs"].items()}
-    assert sorted(ids) == ["fusion-bottleneck-tiny/fold1", "fusion-none-tiny/fold1"]
+    assert sorted(ids) == ["fusion-bottleneck-tiny/seed1/fold1", "fusion-none-tiny/seed1/fold1"]
     for key in ids:
         name = key.split("/")[0]
         result = json.loads((workspace.run_dir("synth", name, 1) / "result.json").read_text())
