@@ -240,7 +240,7 @@ def _report_markdown(report: Mapping[str, Any]) -> str:
         cells = [r["label"], f"{len(r['folds_ok'])}/{len(r['folds'])}", seeds_cell, r["source"],
                  *[_fmt(m[k]) for k in ("uar", "war", "uar_2clip", "war_2clip")],
                  _fmt(r["std_folds"]["uar"]), _fmt(r["std_folds"]["war"]),
-                 *[fmt_seed_spread(r["seed_spread"], k, len(r["seeds"])) if r["folds_ok"] else "-"
+                 *[fmt_seed_spread(r["seed_spread"], k, len(r["seeds_ok"])) if r["folds_ok"] else "-"
                    for k in ("uar", "war")],
                  fmt_interval(ci.get("uar")), fmt_interval(ci.get("war")),
                  _fmt(p.get("uar")), _fmt(p.get("war")),
