@@ -255,3 +255,19 @@ def test_rows_with_other_seeds_are_not_compared(tmp_path):
     assert rows["none"]["comparison"]["not_compared"] == "seeds differ (this row: 1; reference: 1,2)"
     assert rows["none"]["missing"] == ["seed2 fold1 not run"]
     assert rows["bottleneck"]["seed_spread"]["war"] == {"mean": pytest.approx(70.0), "std": pytest.approx(0.0), "n": 2}
+
+
+def test_report_refuses_seeds_whose_configs_differ_in_more_than_the_seed(tmp_path, workspace):
+    runs = tmp_path / "runs" / "default"
+    for seed in (1, 2):
+        for k in range(1, 6):
+            write_run(runs / f"seed{seed}" / f"fold{k}", *two_classes(400, 300), fold=k, seed=seed)
+    assert make_report("dfew", workspace, runs_dir=runs).report["complete"]  # the seed alone differs
+    changed = json.loads((runs / "seed2" / "fold1" / "config.json").read_text())
+    changed["model"]["latent_dim"] = 256
+    (runs / "seed2" / "fold1" / "config.json").write_text(json.dumps(changed))
+    result = make_report("dfew", workspace, runs_dir=runs)
+    assert not result.complete and result.exit_code == 1
+    assert result.errors == ("config of seed 2 differs from seed 1 (model.latent_dim: 128 -> 256); pass --mixed to "
+                             "average anyway",)
+    assert make_report("dfew", workspace, runs_dir=runs, mixed=True).report["complete"]
