@@ -271,3 +271,49 @@ def test_report_refuses_seeds_whose_configs_differ_in_more_than_the_seed(tmp_pat
     assert result.errors == ("config of seed 2 differs from seed 1 (model.latent_dim: 128 -> 256); pass --mixed to "
                              "average anyway",)
     assert make_report("dfew", workspace, runs_dir=runs, mixed=True).report["complete"]
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_report_bootstrap_sweep_against_seeds_and_a_stage_seed(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+    from pipeline.core.stage_config import ConfigRequest, resolve_stage_config
+
+    runner = CliRunner()
+    ws = _ws(tmp_path)
+    base = ["--workdir", str(ws.workdir), "--manifests", str(ws.manifest_dir)]
+    runs = ws.runs_dir("dfew") / "default"
+    for k in range(1, 6):
+        write_run(runs / "seed1" / f"fold{k}", *two_classes(400, 300), fold=k, seed=1)
+    res = runner.invoke(cli.app, [*base, "report", "dfew", "--bootstrap", "200"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((runs / "report.json").read_text())
+    assert saved["bootstrap"]["resamples"] == 200 and "| 95% CI | [" in res.output and "1 seed" in res.output
+    assert runner.invoke(cli.app, [*base, "report", "dfew", "--bootstrap", "-1"]).exit_code == 2
+
+    _fusion_run(ws, "bottleneck", 1, *two_classes(400, 300))
+    _fusion_run(ws, "none", 1, *two_classes(410, 300))
+    res = runner.invoke(cli.app, [*base, "sweep", "report", "fusion", "--dataset", "dfew", "--against", "none",
+                                  "--bootstrap", "300"])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("| Fusion Bottleneck (ours) |"))
+    assert "| -1.00 [" in line and "†" in line
+    assert json.loads((ws.sweeps_dir("dfew") / "fusion" / "report.json").read_text())["reference"] == "none"
+    res = runner.invoke(cli.app, [*base, "sweep", "report", "fusion", "--dataset", "dfew", "--against", "d512"])
+    assert res.exit_code == 2 and "error: --against d512: not a row of fusion" in res.output
+
+    res = runner.invoke(cli.app, [*base, "sweep", "fusion", "--dataset", "dfew", "--preset", "tiny", "--seeds", "1,2",
+                                  "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "10 job(s): 10 to run" in res.output and "fusion-none-tiny/seed2/fold1" in res.output
+
+    # `mma train/eval --seed S` (the stage's flag wins over the global --seed): the run folder of seed S
+    res = runner.invoke(cli.app, [*base, "--seed", "3", "eval", "dfew", "--fold", "2", "--seed", "2"])
+    assert res.exit_code == 2
+    assert f"error: {ws.runs_dir('dfew') / 'default' / 'seed2' / 'fold2' / 'last.pt'}: no checkpoint" in res.output
+    assert resolve_stage_config(ConfigRequest(flags={"seed": 2}, seed=3), needs_dataset=False).train.seed == 2
+    assert resolve_stage_config(ConfigRequest(seed=3, set_overrides=("train.seed=4",)),
+                                needs_dataset=False).train.seed == 3
