@@ -317,3 +317,15 @@ def test_cli_report_bootstrap_sweep_against_seeds_and_a_stage_seed(tmp_path):
     assert resolve_stage_config(ConfigRequest(flags={"seed": 2}, seed=3), needs_dataset=False).train.seed == 2
     assert resolve_stage_config(ConfigRequest(seed=3, set_overrides=("train.seed=4",)),
                                 needs_dataset=False).train.seed == 3
+
+
+def test_eval_folder_of_a_seeded_checkpoint_names_run_seed_and_fold(tmp_path):
+    from pipeline.engine.evaluate import default_eval_dir
+
+    ws = _ws(tmp_path)
+    cfg = paper()
+    cfg.dataset, cfg.fold = "dfew", 3
+    seeded = ws.run_dir("dfew", "default", 3, 2) / "last.pt"
+    assert default_eval_dir(ws, cfg, seeded) == ws.runs_dir("dfew") / "eval" / "default_seed2_fold3" / "fold3"
+    legacy = ws.runs_dir("dfew") / "default" / "fold3" / "last.pt"
+    assert default_eval_dir(ws, cfg, legacy) == ws.runs_dir("dfew") / "eval" / "default_fold3" / "fold3"
