@@ -36,6 +36,7 @@ from pipeline.core.stage_config import (
     resolve_stage_config,
     stage_dataset,
 )
+from pipeline.results.uncertainty import DEFAULT_RESAMPLES
 
 app = typer.Typer(
     name="mma",
@@ -108,6 +109,8 @@ AllowPartialOpt = Annotated[bool, typer.Option(
 MixedOpt = Annotated[bool, typer.Option(
     "--mixed", help="Average folds whose data or model provenance (or training source) differ.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+BootstrapOpt = Annotated[int, typer.Option(
+    "--bootstrap", min=0, help="Resamples of the test clips for the 95% intervals (0: none; fixed RNG seed).")]
 ClusterOpt = Annotated[str, typer.Option("--cluster", help="local | slurm | serial.")]
 DaskWorkersOpt = Annotated[int, typer.Option("--workers", help="Dask workers.")]
 
@@ -325,13 +328,14 @@ def cache(
 @app.command()
 @delegates
 @config_options("image_size", "epochs", "batch_size", "lr", *MODEL_FLAGS[1:], "source", "precision", "compile",
-                   "workers", *ENCODER_FLAGS)
+                   "workers", "seed", *ENCODER_FLAGS)
 def train(
     ctx: typer.Context,
     dataset: DatasetArg = None,
     fold: FoldOpt = ...,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the preset's).")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Default <workdir>/<dataset>/runs/<name>/fold<k>.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="Default <workdir>/<dataset>/runs/<name>/seed<s>/fold<k>.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from last.pt in the run directory.")] = False,
     allow_partial: AllowPartialOpt = False,
     force: ForceOpt = False,
@@ -347,7 +351,7 @@ def train(
 
 @app.command("eval")
 @delegates
-@config_options("image_size", "source", *ENCODER_FLAGS)
+@config_options("image_size", "source", "seed", *ENCODER_FLAGS)
 def eval_(
     ctx: typer.Context,
     dataset: DatasetArg = None,
@@ -372,15 +376,17 @@ def eval_(
 def report(
     ctx: typer.Context,
     dataset: DatasetArg = None,
-    runs: Annotated[Optional[Path], typer.Option("--runs", help="Folder holding fold1..fold5 run dirs.")] = None,
+    runs: Annotated[Optional[Path], typer.Option(
+        "--runs", help="Folder holding fold1..fold5 run dirs (or seed<s>/ folders of them).")] = None,
     allow_partial: AllowPartialOpt = False,
     mixed: MixedOpt = False,
+    bootstrap: BootstrapOpt = DEFAULT_RESAMPLES,
 ) -> None:
-    """Average the 5 folds into the paper's table (markdown + csv); flags missing folds."""
+    """Average the 5 folds (and seeds) into the paper's table with the spread and 95% intervals; flags missing folds."""
     from pipeline.results.report import make_report
 
     emit(make_report(_dataset(ctx, dataset), _state(ctx).workspace, runs_dir=runs, allow_partial=allow_partial,
-                     mixed=mixed))
+                     mixed=mixed, bootstrap=bootstrap))
 
 
 @app.command()
@@ -423,12 +429,17 @@ def sweep(
     dataset: Annotated[Optional[str], typer.Option(
         "--dataset", help="dfew | mafw | synth (default: mma.yaml's, else the only one prepared).")] = None,
     folds: Annotated[Optional[str], typer.Option("--folds", help="Comma-separated folds (default: the preset's).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        "--seeds", help="Comma-separated training seeds: rows x folds x seeds (default: the global --seed, else 1).")] = None,
     rows: Annotated[Optional[str], typer.Option("--rows", help="Only these rows of the preset (comma-separated keys).")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local | slurm.")] = "local",
     force: Annotated[bool, typer.Option("--force", help="Retrain finished jobs too.")] = False,
     allow_partial: AllowPartialOpt = False,
     mixed: MixedOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Expand and print jobs; submit nothing.")] = False,
+    bootstrap: BootstrapOpt = DEFAULT_RESAMPLES,
+    against: Annotated[Optional[str], typer.Option(
+        "--against", help="`report`: compare every row with this row (default: the paper's final model).")] = None,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
@@ -440,8 +451,8 @@ def sweep(
         return
     request = _request(ctx, options, dataset=dataset)
     emit(sweep_command(target or [], request=request, project=state.project, workspace=state.workspace, folds=folds,
-                       rows=rows, executor=executor, force=force, dry_run=dry_run,
-                       allow_partial=allow_partial, mixed=mixed))
+                       rows=rows, executor=executor, force=force, dry_run=dry_run, allow_partial=allow_partial,
+                       mixed=mixed, seeds=seeds, bootstrap=bootstrap, against=against))
 
 
 @app.command()

@@ -7,7 +7,8 @@ dataset named. `resolve_stage_config(request, project, workspace)` turns it into
 
     preset function < project file (mma.yaml) < the stage's --config file < --set < explicit flags
 
-and the derived rules: the global seed wins for `train.seed`; `--prompt-introductions N` implies
+and the derived rules: the global seed wins for `train.seed` over files and --set (a stage's own
+`--seed` flag over both); `--prompt-introductions N` implies
 `model.num_prompts = 3 N` (the authors' sizing) unless `--set model.num_prompts` says otherwise.
 Which preset: `--preset`, else the `--config` file's, else the project file's, else `paper`. Which
 dataset: named, else the `--config` file's, else the project file's, else the only one prepared
@@ -67,6 +68,8 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
                "auto (fp32 under data.compat=authors, else bf16 on GPU) | bf16 | fp32."),
     ConfigFlag("compile", "--compile/--no-compile", "train.compile", bool, "torch.compile the model."),
     ConfigFlag("workers", "--workers", "data.num_workers", int, "DataLoader workers."),
+    ConfigFlag("seed", "--seed", "train.seed", int,
+               "Training seed; each seed's run lives in runs/<name>/seed<s>/ (default: the global --seed, else 1)."),
     # cache
     ConfigFlag("views", "--views", "data.cache_views", int, "Pre-augmented views per training clip."),
     # prep
@@ -172,7 +175,7 @@ def resolve_stage_config(request: ConfigRequest, project: ProjectFile | None = N
     flags = request.dotted_flags()
     flags.update(_implied(flags, request.set_overrides))
     if request.seed is not None:
-        flags["train.seed"] = request.seed
+        flags.setdefault("train.seed", request.seed)
     if needs_dataset:
         flags["dataset"] = stage_dataset(request, project, workspace or Workspace.from_env(), stage_file)
     elif request.dataset or stage_file.dataset:
