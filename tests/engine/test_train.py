@@ -10,12 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from pipeline.core.config import resolve_run, to_dict
+from pipeline.core.config import resolve_run, tiny, to_dict
 from pipeline.core.errors import MMAError
 from pipeline.core.project import ProjectFile
 from pipeline.core.stage_config import ConfigRequest, resolve_stage_config
 from pipeline.data.datasets import apply_label_set
 from pipeline.data.manifest import label_set
+from pipeline.engine.train import config_differences
 
 # A tiny model on 34 synth clips with random frozen encoders is fragile: whether it learns depends on
 # the seed (encoders, order). Measured with the uniform per-epoch order (fold 1, UAR over seeds 1/2/3/5):
@@ -190,3 +191,14 @@ def test_train_and_eval_from_cache(sharded, workspace, test_data_config, tmp_pat
     changed.model.image_size = 48
     with pytest.raises(MMAError, match="cache does not match"):
         train_fold(changed, ws, run_dir=tmp_path / "run2")
+
+
+def test_config_differences_compare_the_resolved_input_statistics():
+    """A run's config.json holds the encoders' statistics resolved; the same config unresolved is no difference."""
+    saved = resolve_run(tiny(), "cpu")
+    assert saved.model.audio_mean == pytest.approx(-4.2677393) and saved.model.vision_std == (1.0, 1.0, 1.0)
+    assert config_differences(saved, tiny()) == []
+    other = tiny()
+    other.model.vision_encoder = "vit_base_patch16_clip_224.openai"
+    assert [d.split(":")[0] for d in config_differences(saved, other)] == [
+        "model.vision_encoder", "model.vision_mean", "model.vision_std"]
