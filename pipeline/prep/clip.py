@@ -22,6 +22,7 @@ import numpy as np
 
 from model.config import ModelConfig
 from pipeline.core.config import DataConfig, to_dict
+from pipeline.core.disk import is_disk_full
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_dir, read_json_or, sha256_json
 from pipeline.prep.audio import clip_fbank
@@ -168,6 +169,8 @@ def _write_clip_dir(out_dir: Path, faces: np.ndarray, fbank: np.ndarray, meta: d
             meta["prep_seconds"] = round(time.perf_counter() - start, 3)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     except OSError as exc:
+        if is_disk_full(exc):  # the disk's problem, not the clip's: the stage stops (pipeline.core.disk)
+            raise
         raise ClipError("write", f"{out_dir}: cannot write clip ({exc})") from None
 
 
