@@ -231,7 +231,8 @@ def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any],
     """
     index_path = out / "index.json"
     pending = {name: {k: v for k, v in entry.items() if k != "prep_hash"} for name, entry in previous.items()}
-    atomic_write_json(index_path, {**index, "shards": list(pending.values())})  # unfinished before any rename
+    # compact JSON while unfinished: the index is rewritten after every shard (O(shards x clips) bytes)
+    atomic_write_json(index_path, {**index, "shards": list(pending.values())}, indent=None)  # before any rename
     written = kept = 0
     total = sum(len(s["members"]) for s in plan if s["name"] in todo)
     with progress_bar(label, total, "clips") as progress:
@@ -248,7 +249,7 @@ def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any],
             index["shards"].append({"name": s["name"], "fold": s["fold"], "count": len(s["clips"]), **entry,
                                     "clips": s["clips"], "clips_digest": s["clips_digest"]})
             pending.pop(s["name"], None)
-            atomic_write_json(index_path, {**index, "shards": index["shards"] + list(pending.values())})
+            atomic_write_json(index_path, {**index, "shards": index["shards"] + list(pending.values())}, indent=None)
     planned_names = {s["name"] for s in plan}
     for old in out.glob("fold*-*.tar"):
         if old.name not in planned_names:

@@ -73,3 +73,17 @@ def test_predict_bench_runs_on_a_synth_clip(synth_root, tmp_path, capsys):
     assert row["preset"] == "tiny" and row["windows"] >= 1 and row["s_per_min_full"] > row["s_per_min_windows_only"] > 0
     assert json.loads(out.read_text())["rows"][0]["batched_vs_one_by_one"] > 0
     assert "s_per_min_full" in capsys.readouterr().out
+
+
+def test_dfew_scale_bench_runs_on_a_few_clips(tmp_path, capsys):
+    out = tmp_path / "dfew_scale.json"
+    result = _load("dfew_scale").main(["--clips", "60", "--baseline", "25", "--frames", "2", "--size", "16",
+                                       "--rounds", "1", "--workers", "0", "--scratch", str(tmp_path / "scratch"),
+                                       "--json", str(out)])
+    assert result["clips"] == {"baseline": 25, "full": 60}
+    steps = {r["step"]: r for r in result["rows"]}
+    assert set(steps) == {"manifest", "prep space", "check", "shard", "loader start", "report", "sweep status"}
+    assert all(r["us_per_clip_full"] > 0 and r["ratio"] > 0 for r in steps.values())
+    saved = json.loads(out.read_text())
+    assert saved["goal_ratio"] == 1.2 and saved["worst_ratio"] == max(r["ratio"] for r in saved["rows"])
+    assert "per-clip cost ratio <= 1.2" in capsys.readouterr().out

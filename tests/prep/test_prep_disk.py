@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.core.config import DataConfig
 from pipeline.core.disk import DiskSpaceError, block_bytes, tree_bytes
-from pipeline.core.io import read_jsonl
+from pipeline.core.io import read_json, read_jsonl
 from pipeline.core.paths import Workspace
 from pipeline.data.synth import make_synth_dataset
 from pipeline.prep.clip import clip_is_done, settings_hash
@@ -61,3 +61,20 @@ def test_prep_on_a_full_disk(small_disks, tmp_path, dfew_root):
     guess = estimate_prep_bytes(rows, "dfew", dfew_root, cfg, [], block)
     measured = estimate_prep_bytes(rows, "dfew", dfew_root, cfg, [clips / kept[0]], block)
     assert written / 2 < guess < written * 2 and abs(measured - written) < 0.1 * written, (guess, measured, written)
+
+
+def test_a_truncated_file_in_a_clip_folder_is_not_finished(tmp_path):
+    """What a torn write leaves (a fbank.npy cut short, a frame missing) never passes as a finished clip."""
+    from fake_prep import make_fake_prep
+
+    ws = Workspace(tmp_path / "work", tmp_path / "manifests")
+    make_fake_prep(ws, clips_per_fold=1)
+    clips = ws.prep_dir("fake") / "clips"
+    digest = read_json(ws.prep_dir("fake") / "prep_config.json")["hash"]
+    assert all(clip_is_done(clips / cid, digest, cid) for cid in ("00001", "00002", "00004"))
+    fbank = clips / "00001" / "fbank.npy"
+    fbank.write_bytes(fbank.read_bytes()[:-1])  # one byte short of its header's shape
+    (clips / "00004" / "frames" / "000003.jpg").unlink()
+    assert clip_is_done(clips / "00001", digest, "00001") is None
+    assert clip_is_done(clips / "00004", digest, "00004") is None
+    assert clip_is_done(clips / "00002", digest, "00002") is not None
