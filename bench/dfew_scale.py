@@ -15,8 +15,10 @@ On each, timed with the functions the commands run:
   report          `mma report dfew` over 5 finished folds
   sweep status    `mma sweep status` of a 15-row x 5-fold sweep (75 jobs: done, interrupted, queued)
 
-Per step: best of --rounds, microseconds per clip, and the ratio of the full run's per-clip cost to
-the baseline's (goal <= 1.2: nothing grows faster than the dataset). Steps whose cost does not
+Per step: best of --rounds (rounds, steps and the two sizes interleaved, so a shared machine's
+drifting load weighs on both), microseconds per clip, and the ratio of the full run's per-clip wall
+time to the baseline's (goal <= 1.2: nothing grows faster than the dataset), with the same ratio
+of this process's CPU time beside it (steady under other load; blind to loader worker processes). Steps whose cost does not
 depend on the clips (report, sweep status) show ratios far below 1.
 
     python bench/dfew_scale.py [--clips 11697] [--baseline 1000] [--frames 3] [--size 32] [--rounds 2]
@@ -206,15 +208,6 @@ def write_sweep(ws: Any, cfg: Any, counts: dict[int, int]) -> str:
 # --------------------------------------------------------------------------- timing
 
 
-def _best(fn: Callable[[], Any], rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _first_batch(cfg: Any, ws: Any) -> None:
     from pipeline.store.stream import build_loader
 
@@ -224,8 +217,9 @@ def _first_batch(cfg: Any, ws: Any) -> None:
     del it, loader
 
 
-def measure(n: int, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Build the n-clip dataset under scratch and time every step on it."""
+def prepare(n: int, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Build the n-clip dataset under scratch (root, prep output, shards, 5 finished folds, a sweep) and
+    return its steps as callables, ready to be timed."""
     from pipeline.core.disk import block_bytes
     from pipeline.core.paths import Workspace
     from pipeline.data.check import check_dataset
@@ -244,29 +238,42 @@ def measure(n: int, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
     make_dfew_root(root, clips, scratch / "tiny.mp4")
     rows, _ = build_manifest("dfew", root, ws)
     write_prepped(ws, rows, args.frames, args.size)
-    built = time.perf_counter() - build
     cfg = bench_config(args.workers)
     counts = {k: sum(1 for c in clips if c.test_fold == k) for k in range(1, 6)}
     data_cfg = cfg.data.resolved("dfew")
-
-    seconds: dict[str, float] = {}
-    seconds["manifest"] = _best(lambda: build_manifest("dfew", root, Workspace(scratch / "w2", scratch / "m2")),
-                                args.rounds)
-    block = block_bytes(ws.prep_dir("dfew"))
-    seconds["prep space"] = _best(lambda: estimate_prep_bytes(rows, "dfew", root, data_cfg, [], block), args.rounds)
-    check = check_dataset("dfew", root, ws)  # warm the page cache once
+    check = check_dataset("dfew", root, ws)
     assert not any(v["count"] for v in check.record["problems"].values()), check.summary
-    seconds["check"] = _best(lambda: check_dataset("dfew", root, ws), args.rounds)
-    seconds["shard"] = _best(lambda: run_shard("dfew", ws, data_cfg, force=True), args.rounds)
-    seconds["loader start"] = _best(lambda: _first_batch(cfg, ws), args.rounds)
+    run_shard("dfew", ws, data_cfg)
     write_runs(ws, cfg, counts)
-    seconds["report"] = _best(lambda: make_report("dfew", ws, runs_dir=ws.runs_dir("dfew") / "default"),
-                              args.rounds)
     sid = write_sweep(ws, cfg, counts)
-    status = sweep_status(ws, "dfew", sid)
-    assert len(status) == SWEEP_ROWS * 5, len(status)
-    seconds["sweep status"] = _best(lambda: sweep_status(ws, "dfew", sid), args.rounds)
-    return {"clips": n, "build_seconds": round(built, 2), "seconds": seconds}
+    assert len(sweep_status(ws, "dfew", sid)) == SWEEP_ROWS * 5
+    block = block_bytes(ws.prep_dir("dfew"))
+    other = Workspace(scratch / "w2", scratch / "m2")
+    steps: dict[str, Callable[[], Any]] = {
+        "manifest": lambda: build_manifest("dfew", root, other),
+        "prep space": lambda: estimate_prep_bytes(rows, "dfew", root, data_cfg, [], block),
+        "check": lambda: check_dataset("dfew", root, ws),
+        "shard": lambda: run_shard("dfew", ws, data_cfg, force=True),
+        "loader start": lambda: _first_batch(cfg, ws),
+        "report": lambda: make_report("dfew", ws, runs_dir=ws.runs_dir("dfew") / "default"),
+        "sweep status": lambda: sweep_status(ws, "dfew", sid),
+    }
+    return {"clips": n, "build_seconds": round(time.perf_counter() - build, 2), "steps": steps}
+
+
+def time_steps(datasets: list[dict[str, Any]], rounds: int) -> None:
+    """Best-of-`rounds` wall and CPU seconds of every step on every dataset, into each dataset's `seconds` and
+    `cpu_seconds`. Rounds, steps and datasets interleave, so a machine whose load drifts weighs on both sizes."""
+    for d in datasets:
+        d["seconds"] = {step: float("inf") for step in STEPS}
+        d["cpu_seconds"] = {step: float("inf") for step in STEPS}
+    for _ in range(rounds):
+        for step in STEPS:
+            for d in datasets:
+                wall, cpu = time.perf_counter(), time.process_time()
+                d["steps"][step]()
+                d["seconds"][step] = min(d["seconds"][step], time.perf_counter() - wall)
+                d["cpu_seconds"][step] = min(d["cpu_seconds"][step], time.process_time() - cpu)
 
 
 def summarise(base: dict[str, Any], full: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -274,14 +281,17 @@ def summarise(base: dict[str, Any], full: dict[str, Any], args: argparse.Namespa
     for step in STEPS:
         a, b = base["seconds"][step], full["seconds"][step]
         us_a, us_b = 1e6 * a / base["clips"], 1e6 * b / full["clips"]
+        ca, cb = base["cpu_seconds"][step] / base["clips"], full["cpu_seconds"][step] / full["clips"]
         rows.append({"step": step, "seconds_baseline": round(a, 4), "seconds_full": round(b, 4),
                      "us_per_clip_baseline": round(us_a, 2), "us_per_clip_full": round(us_b, 2),
-                     "ratio": round(us_b / us_a, 3) if us_a > 0 else None})
+                     "ratio": round(us_b / us_a, 3) if us_a > 0 else None,
+                     "cpu_ratio": round(cb / ca, 3) if ca > 0 else None})
     worst = max(r["ratio"] for r in rows if r["ratio"] is not None)
     return {"bench": "dfew_scale", "clips": {"baseline": base["clips"], "full": full["clips"]},
             "frames_per_clip": args.frames, "crop_size": args.size, "rounds": args.rounds,
             "loader_workers": args.workers, "goal_ratio": GOAL, "worst_ratio": worst, "meets_goal": worst <= GOAL,
             "build_seconds": {"baseline": base["build_seconds"], "full": full["build_seconds"]}, "rows": rows,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "torch": torch.__version__, "cpus": os.cpu_count()}}
 
@@ -290,11 +300,12 @@ def print_table(out: dict[str, Any]) -> None:
     a, b = out["clips"]["baseline"], out["clips"]["full"]
     print(f"\nDFEW scale: {b} clips vs a {a}-clip baseline ({out['frames_per_clip']} frames of "
           f"{out['crop_size']} px per clip; best of {out['rounds']})\n")
-    print(f"| step | s ({a}) | s ({b}) | us/clip ({a}) | us/clip ({b}) | ratio |")
-    print("|---|---|---|---|---|---|")
+    print(f"| step | s ({a}) | s ({b}) | us/clip ({a}) | us/clip ({b}) | ratio | CPU-time ratio |")
+    print("|---|---|---|---|---|---|---|")
     for r in out["rows"]:
+        cpu = f"{r['cpu_ratio']:.2f}" if r["cpu_ratio"] is not None else "-"
         print(f"| {r['step']} | {r['seconds_baseline']:.3f} | {r['seconds_full']:.3f} | "
-              f"{r['us_per_clip_baseline']:.1f} | {r['us_per_clip_full']:.1f} | {r['ratio']:.2f} |")
+              f"{r['us_per_clip_baseline']:.1f} | {r['us_per_clip_full']:.1f} | {r['ratio']:.2f} | {cpu} |")
     verdict = "met" if out["meets_goal"] else "NOT met"
     print(f"\ngoal: per-clip cost ratio <= {out['goal_ratio']} for every step: {verdict} "
           f"(worst {out['worst_ratio']:.2f})")
@@ -324,8 +335,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             scratch = args.scratch
             scratch.mkdir(parents=True, exist_ok=True)
-        base = measure(args.baseline, scratch / f"n{args.baseline}", args)
-        full = measure(args.clips, scratch / f"n{args.clips}", args)
+        base = prepare(args.baseline, scratch / f"n{args.baseline}", args)
+        full = prepare(args.clips, scratch / f"n{args.clips}", args)
+        time_steps([base, full], args.rounds)
     out = summarise(base, full, args)
     print_table(out)
     if args.json:
