@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from pipeline.engine.distributed import (
 )
 from pipeline.engine.metrics import classification_metrics
 from pipeline.engine.provenance import run_provenance
+from pipeline.store.cache import check_cache_matches
 from pipeline.store.shard import read_index
 from pipeline.store.stream import split_clip_ids
 from pipeline.weights.resolve import check_trained_checkpoint, resolve_encoder_checkpoints
@@ -363,18 +365,35 @@ def _check_encoder_hash(ck: dict[str, Any], which: str, path: str | None) -> Non
 
 
 def default_eval_dir(ws: Workspace, cfg: RunConfig, checkpoint: str | Path) -> Path:
-    """<workdir>/<ds>/runs/eval/<label>/fold<k>; label = file stem, or <run>_<fold dir> for a run's last.pt."""
+    """<workdir>/<ds>/runs/eval/<label>/fold<k>; label = file stem, or <run>_<fold dir> (<run>_seed<s>_<fold dir>
+    for a run of the seeded layout) for a run's last.pt."""
     path = Path(checkpoint).resolve()
-    label = f"{path.parent.parent.name}_{path.parent.name}" if path.stem == "last" else path.stem
+    label = path.stem
+    if path.stem == "last":
+        seeded = re.fullmatch(r"seed\d+", path.parent.parent.name) is not None
+        parts = (path.parents[2].name, path.parent.parent.name) if seeded else (path.parent.parent.name,)
+        label = "_".join((*parts, path.parent.name))
     return ws.runs_dir(cfg.dataset) / "eval" / label / f"fold{cfg.fold}"
 
 
-def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *, official: bool = False,
-                        out_dir: str | Path | None = None, allow_partial: bool = False) -> FoldResult:
-    """Evaluate a checkpoint on fold cfg.fold; writes eval.json, predictions, confusion into out_dir.
+def fold_checkpoint(cfg: RunConfig, ws: Workspace) -> Path:
+    """The fold's own trained checkpoint (last.pt of cfg.name's run of cfg.fold with seed train.seed); one-line
+    error if absent."""
+    checkpoint = ws.run_dir(cfg.dataset, cfg.name, cfg.fold, cfg.train.seed) / "last.pt"
+    if not checkpoint.is_file():
+        raise MMAError(f"{checkpoint}: no checkpoint for fold {cfg.fold}; train it with "
+                       f"`mma train {cfg.dataset} --fold {cfg.fold}` or pass --checkpoint")
+    return checkpoint
 
-    out_dir defaults to `default_eval_dir`.
+
+def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path | None = None, *,
+                        official: bool = False, out_dir: str | Path | None = None,
+                        allow_partial: bool = False) -> FoldResult:
+    """Evaluate a checkpoint (default: the fold's own run, `fold_checkpoint`) on fold cfg.fold; writes
+    eval.json, predictions, confusion into out_dir (default `default_eval_dir`).
     """
+    if checkpoint is None:
+        checkpoint = fold_checkpoint(cfg, ws)
     check_trained_checkpoint(checkpoint, official=official)
     cfg = resolve_encoder_checkpoints(cfg, ws, fill=False)  # the checkpoint names its own encoders
     classes = label_set(cfg.dataset, ws)
@@ -385,8 +404,6 @@ def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *
         if official:
             warn_if_prep_differs(run_cfg, ws)
         if run_cfg.train.source == "cache":
-            from pipeline.store.cache import check_cache_matches
-
             check_cache_matches(run_cfg, ws)
         net.to(info.device)
         result = evaluate_model(net, run_cfg, ws, info=info, two_clip=True, allow_partial=allow_partial)
