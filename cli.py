@@ -104,6 +104,8 @@ DatasetArg = Annotated[Optional[str], typer.Argument(
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override any field: section.field=value (repeatable).")]
 FoldOpt = Annotated[int, typer.Option("--fold", min=FOLDS[0], max=FOLDS[-1], help=f"Test fold k ({FOLDS[0]}..{FOLDS[-1]}).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished work instead of skipping it.")]
+NoSpaceCheckOpt = Annotated[bool, typer.Option(
+    "--no-space-check", help="Start even when the estimate of what it writes exceeds the free disk space.")]
 AllowPartialOpt = Annotated[bool, typer.Option(
     "--allow-partial", help="Write/average a result although some test clips could not be read (marked partial).")]
 MixedOpt = Annotated[bool, typer.Option(
@@ -274,6 +276,7 @@ def prep(
     max_failed: Annotated[str, typer.Option(
         "--max-failed", help="Exit 1 when more than this share of the clips failed (1% or 0.01).")] = "1%",
     force: ForceOpt = False,
+    no_space_check: NoSpaceCheckOpt = False,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Manifests, face crops and log-mel spectrograms for every clip (Dask, resumable)."""
@@ -284,7 +287,8 @@ def prep(
     emit(run_prep(dataset, dataset_root(dataset, root, state.project), state.workspace, cfg.data, workers=workers,
                   threads_per_worker=threads_per_worker, cluster=cluster, limit=limit, force=force, device=device,
                   slurm={"queue": slurm_queue, "walltime": slurm_walltime, "memory": slurm_memory, "gpus": slurm_gpus},
-                  max_failed=parse_max_failed(max_failed), frames_per_clip=cfg.model.num_frames))
+                  max_failed=parse_max_failed(max_failed), frames_per_clip=cfg.model.num_frames,
+                  space_check=not no_space_check))
 
 
 @app.command()
@@ -294,13 +298,14 @@ def shard(
     ctx: typer.Context,
     dataset: DatasetArg = None,
     force: ForceOpt = False,
+    no_space_check: NoSpaceCheckOpt = False,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Pack prep results into WebDataset tar shards grouped by test fold."""
     from pipeline.store.shard import run_shard
 
     cfg = _config(ctx, _request(ctx, options, dataset=dataset))
-    emit(run_shard(cfg.dataset, _state(ctx).workspace, cfg.data, force=force))
+    emit(run_shard(cfg.dataset, _state(ctx).workspace, cfg.data, force=force, space_check=not no_space_check))
 
 
 @app.command()
@@ -313,13 +318,15 @@ def cache(
     cluster: ClusterOpt = "local",
     device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda (default: cuda if available).")] = None,
     force: ForceOpt = False,
+    no_space_check: NoSpaceCheckOpt = False,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Run the frozen patch embeddings (stage 1) over the shards into a zarr store."""
     from pipeline.store.cache import run_cache
 
     cfg = _config(ctx, _request(ctx, options, dataset=dataset))
-    emit(run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force, cluster=cluster))
+    emit(run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force, cluster=cluster,
+                   space_check=not no_space_check))
 
 
 # --------------------------------------------------------------------------- training and after

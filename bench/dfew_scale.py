@@ -12,7 +12,8 @@ On each, timed with the functions the commands run:
   check           `mma check dfew` (`check_dataset`: every video opened with PyAV, published split)
   shard           `mma shard dfew` (`run_shard --force`: tars, byte ranges, index.json)
   loader start    the fold-1 training loader (`build_loader`, 2 workers) up to its first batch
-  report          `mma report dfew` over 5 finished folds
+  report          `mma report dfew` over 5 finished folds (predictions.csv of every test clip, the
+                  bootstrap's 1000 resamples)
   sweep status    `mma sweep status` of a 15-row x 5-fold sweep (75 jobs: done, interrupted, queued)
 
 Per step: best of --rounds (rounds, steps and the two sizes interleaved, so a shared machine's
@@ -150,37 +151,60 @@ def bench_config(workers: int) -> Any:
     return cfg
 
 
-def write_runs(ws: Any, cfg: Any, counts: dict[int, int]) -> None:
-    """5 finished folds of one run (result.json as `mma train` writes it, with the data's provenance)."""
+def write_runs(ws: Any, cfg: Any, tests: dict[int, list[Any]]) -> None:
+    """5 finished folds of one run, as `mma train` leaves them (`write_fold_run`)."""
     from pipeline.core.folds import FOLDS
-    from pipeline.core.io import atomic_write_json
-    from pipeline.data.datasets import DFEW_CLASSES
     from pipeline.engine.provenance import run_provenance
 
     prov = run_provenance(cfg, ws, torch.nn.Module(), torch.device("cpu"))
     for k in FOLDS:
-        atomic_write_json(ws.run_dir("dfew", "default", k) / "result.json", _result(cfg, k, counts[k], prov,
-                                                                                    DFEW_CLASSES))
+        write_fold_run(ws.run_dir("dfew", "default", k), cfg, k, tests[k], prov)
 
 
-def _result(cfg: Any, fold: int, clips: int, prov: dict[str, Any], classes: tuple[str, ...]) -> dict[str, Any]:
-    recall = {c: 50.0 + i for i, c in enumerate(classes)}
-    confusion = [[clips // 49] * len(classes) for _ in classes]
-    return {"uar": 60.0 + fold, "war": 70.0 + fold, "uar_2clip": 61.0 + fold, "war_2clip": 71.0 + fold,
-            "per_class_recall": recall, "per_class_recall_2clip": recall, "num_classes": len(classes),
-            "classes": list(classes), "clips": clips, "confusion": confusion, "confusion_2clip": confusion,
-            "clips_expected": clips, "clips_evaluated": clips, "clips_missing": [], "partial": False,
-            "fold": fold, "epochs": cfg.train.epochs, "dataset": "dfew", "name": cfg.name,
-            "image_size": cfg.model.image_size, "source": "shards", "cache_views": None,
-            "train_samples_skipped": 0, "provenance": prov}
+def write_fold_run(run_dir: Path, cfg: Any, fold: int, test: list[Any], prov: dict[str, Any]) -> None:
+    """A finished fold: predictions.csv (one line per test clip, 7 logits, 1- and 2-clip predictions),
+    result.json with the metrics those predictions give and the data's provenance, config.json."""
+    import copy
+
+    from pipeline.core.config import save_resolved_config
+    from pipeline.core.io import atomic_write_json, atomic_write_text
+    from pipeline.data.datasets import DFEW_CLASSES
+    from pipeline.engine.evaluate import summary_fields
+    from pipeline.engine.metrics import classification_metrics
+
+    classes = list(DFEW_CLASSES)
+    rng = np.random.default_rng(fold)
+    labels = np.array([c.label for c in test])
+    logits = rng.normal(size=(len(test), len(classes)))
+    logits[np.arange(len(test)), labels] += 2.0
+    pred = logits.argmax(1)
+    pred2 = (logits + rng.normal(scale=0.5, size=logits.shape)).argmax(1)
+    head = ["clip_id", "label", "label_name", "pred", "pred_name", "pred_2clip", "pred_2clip_name",
+            *[f"logit_{c}" for c in classes]]
+    lines = [",".join(head)] + [
+        f"{c.clip_id},{y},{classes[y]},{p},{classes[p]},{q},{classes[q]}," + ",".join(f"{v:.6g}" for v in row)
+        for c, y, p, q, row in zip(test, labels, pred, pred2, logits)]
+    atomic_write_text(run_dir / "predictions.csv", "\n".join(lines) + "\n")
+    m1 = classification_metrics(labels.tolist(), pred.tolist(), len(classes))
+    m2 = classification_metrics(labels.tolist(), pred2.tolist(), len(classes))
+    result = {"uar": m1["uar"], "war": m1["war"], "per_class_recall": m1["per_class_recall"],
+              "confusion": m1["confusion"], "uar_2clip": m2["uar"], "war_2clip": m2["war"],
+              "per_class_recall_2clip": m2["per_class_recall"], "confusion_2clip": m2["confusion"],
+              "clips": len(test), "clips_expected": len(test), "clips_evaluated": len(test), "clips_missing": [],
+              "partial": False}
+    atomic_write_json(run_dir / "result.json", {
+        **summary_fields(result, classes), "fold": fold, "epochs": cfg.train.epochs, "dataset": "dfew",
+        "name": cfg.name, "image_size": cfg.model.image_size, "run_dir": str(run_dir), "source": "shards",
+        "cache_views": None, "train_samples_skipped": 0, "provenance": prov})
+    saved = copy.deepcopy(cfg)
+    saved.fold = fold
+    save_resolved_config(saved, run_dir / "config.json")
 
 
-def write_sweep(ws: Any, cfg: Any, counts: dict[int, int]) -> str:
+def write_sweep(ws: Any, cfg: Any, tests: dict[int, list[Any]]) -> str:
     """A 15-row x 5-fold sweep's jobs.json: 60 jobs done (result.json), 10 interrupted (a job id, no result),
     5 queued (no job id yet)."""
     from pipeline.core.folds import FOLDS
-    from pipeline.core.io import atomic_write_json
-    from pipeline.data.datasets import DFEW_CLASSES
     from pipeline.engine.provenance import run_provenance
     from pipeline.experiments.presets import Experiment, Row, expand
     from pipeline.experiments.state import entry_for, sweep_dir, write_state
@@ -195,8 +219,7 @@ def write_sweep(ws: Any, cfg: Any, counts: dict[int, int]) -> str:
     for n, job in enumerate(jobs):
         entry = entry_for(job, "local")
         if n < 60:
-            atomic_write_json(job.run_dir / "result.json", _result(cfg, job.fold, counts[job.fold], prov,
-                                                                   DFEW_CLASSES))
+            write_fold_run(job.run_dir, job.config, job.fold, tests[job.fold], prov)
             entry.update(state="done", job_id=str(900_000 + n))
         elif n < 70:
             entry.update(state="running", job_id=str(900_000 + n))  # no such process: interrupted
@@ -239,14 +262,16 @@ def prepare(n: int, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
     rows, _ = build_manifest("dfew", root, ws)
     write_prepped(ws, rows, args.frames, args.size)
     cfg = bench_config(args.workers)
-    counts = {k: sum(1 for c in clips if c.test_fold == k) for k in range(1, 6)}
+    tests = {k: [c for c in clips if c.test_fold == k] for k in range(1, 6)}
     data_cfg = cfg.data.resolved("dfew")
     check = check_dataset("dfew", root, ws)
     assert not any(v["count"] for v in check.record["problems"].values()), check.summary
     run_shard("dfew", ws, data_cfg)
-    write_runs(ws, cfg, counts)
-    sid = write_sweep(ws, cfg, counts)
+    write_runs(ws, cfg, tests)
+    sid = write_sweep(ws, cfg, tests)
     assert len(sweep_status(ws, "dfew", sid)) == SWEEP_ROWS * 5
+    report = make_report("dfew", ws, runs_dir=ws.runs_dir("dfew") / "default")
+    assert report.complete and not report.errors, report.errors
     block = block_bytes(ws.prep_dir("dfew"))
     other = Workspace(scratch / "w2", scratch / "m2")
     steps: dict[str, Callable[[], Any]] = {
