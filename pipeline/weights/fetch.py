@@ -180,19 +180,20 @@ def fetch(name: str, folder: str | Path, *, url: str | None = None, force: bool 
     size = part.stat().st_size
     digest = sha256_file(part)
     problem = None
+    checked = None
     if total is not None and size != total:
         problem = f"{size} bytes instead of {total}"
     elif spec.sha256 and digest != spec.sha256:
         problem = f"sha256 {digest[:16]}... is not the published {spec.sha256[:16]}..."
     else:
         try:
-            check_structure(spec, part, expected, f"a download of {name}")
+            checked = check_structure(spec, part, expected, f"a download of {name}")
         except ModelError as exc:
             problem = str(exc).split(": ", 1)[-1]
-    if problem:
+    if problem or checked is None:
         part.unlink(missing_ok=True)
         raise MMAError(f"{src}: the download of {name} is corrupt ({problem}); deleted, not installed")
-    entry = install(spec, part, folder, source=src, sha256=digest)
+    entry = install(spec, checked, folder, source=src, sha256=digest)
     return WeightFile(name, "fetched", str(folder / spec.filename), entry["sha256"], entry)
 
 
