@@ -19,14 +19,21 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-TINY = {"embed_dim": 64, "depth": 4, "num_heads": 4}  # the tiny preset's encoder geometry
+def tiny_geometry(name: str, preset_name: str = "tiny") -> dict:
+    """timm kwargs giving checkpoint `name` of `mma weights list` the geometry it must have under a preset."""
+    from pipeline.weights.check import expected_for_weights
+    from pipeline.weights.registry import weight_spec
+
+    expected = expected_for_weights(name, preset_name)
+    geo = expected.audio if weight_spec(name).role == "audio" else expected.vision
+    return {"embed_dim": geo.width, "depth": geo.depth, "num_heads": geo.width // 16, "patch_size": geo.patch_size}
 
 
 def timm_encoder(arch: str, *, img_size=224, in_chans: int = 3, seed: int = 0, **kw):
-    """(model, state dict) of a tiny timm `arch` with random class token / positions."""
+    """(model, state dict) of a timm `arch` (tiny: `kw` as from `tiny_geometry`) with random class token / positions."""
     torch.manual_seed(seed)
     vit = timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, in_chans=in_chans,
-                            **{**TINY, **kw}).eval()
+                            **kw).eval()
     with torch.no_grad():
         vit.pos_embed.normal_()
         vit.cls_token.normal_()
@@ -72,6 +79,7 @@ def to_openai_clip(sd: dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tenso
 
 def audiomae_port(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     """A tiny AudioMAE as the timm hub port stores it: a bare OrderedDict, 1024 x 128 input (64 x 8 grid)."""
-    _, sd = timm_encoder("vit_base_patch16_224", img_size=(1024, 128), in_chans=1, seed=seed)
+    _, sd = timm_encoder("vit_base_patch16_224", img_size=(1024, 128), in_chans=1, seed=seed,
+                         **tiny_geometry("audiomae"))
     torch.save(OrderedDict(sd), path)
     return sd

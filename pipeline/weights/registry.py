@@ -179,6 +179,13 @@ def weights_for_encoder(encoder: str, role: str) -> WeightSpec | None:
     return None
 
 
+def fetch_command(name: str) -> str:
+    """The command that puts `name` into the weights folder: `mma weights fetch` (plain HTTPS, or a mirror
+    set in MMA_WEIGHTS_URL_<NAME>), else `mma weights add NAME FILE` after a browser download."""
+    spec = weight_spec(name)
+    return f"mma weights fetch {spec.name}" if source_url(spec)[1] else f"mma weights add {spec.name} FILE"
+
+
 def url_override_var(name: str) -> str:
     """The environment variable that replaces `name`'s URL (MMA_WEIGHTS_URL_ + name, other characters as _)."""
     return "MMA_WEIGHTS_URL_" + re.sub(r"[^A-Z0-9]", "_", name.upper())

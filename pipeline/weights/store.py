@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.inspect import VIT_B, Expected, check_file, inspect_checkpoint, require
+from model.config import ModelConfig
+from model.inspect import Expected, check_file, inspect_checkpoint, require
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_write_json, read_json, sha256_file
 from pipeline.core.results import StageResult
+from pipeline.weights.check import expected_for_weights
 from pipeline.weights.convert import encoder_tensors, write_encoder_file
-from pipeline.weights.registry import WEIGHTS, WeightSpec, weight_spec
+from pipeline.weights.registry import WEIGHTS, WeightSpec, fetch_command, weight_spec
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ def check_structure(spec: WeightSpec, path: Path, expected: Expected | None, giv
         check_file(path, spec.kind, given_as, expected)
         return Checked(path)
     obj, conversion = encoder_tensors(path)
-    mel = (expected or VIT_B).audio_mel_bins
+    mel = expected.audio_mel_bins if expected is not None else ModelConfig().audio_mel_bins
     require(spec.kind, inspect_checkpoint(obj, path=path, audio_mel_bins=mel), given_as, expected)
     return Checked(path, conversion, obj if conversion else None)
 
@@ -148,7 +150,7 @@ class WeightsListing(StageResult):
         for r in self.weights:
             state = f"present: {r['path']}" + (f" (sha256 {r['sha256'][:12]})" if r["sha256"] else "") \
                 if r["present"] else "missing"
-            how = f"mma weights fetch {r['name']}" if r["fetchable"] else f"browser, then: mma weights add {r['name']} FILE"
+            how = r["get"] if r["fetchable"] else f"browser, then: {r['get']}"
             lines.append(f"\n{r['name']}  [{state}]\n  {r['title']}\n  used as: {r['use']}\n  file:    {r['file']}"
                          + (f"\n  encoder: {', '.join(r['encoders'])}" if r["encoders"] else "")
                          + f"\n  source:  {r['url']}\n  get it:  {how}\n  licence: {r['licence']}"
@@ -157,9 +159,11 @@ class WeightsListing(StageResult):
 
 
 def add(name: str, file: str | Path, folder: str | Path, *, force: bool = False, link: bool = False,
-        expected: Expected | None = VIT_B) -> WeightFile:
-    """Register the user's `file` as `name`: structure check, copy (or symlink) into `folder`, sha256."""
+        expected: Expected | None = None, preset_name: str = "paper") -> WeightFile:
+    """Register the user's `file` as `name`: structure check against `expected` (default: its encoder's
+    geometry under `preset_name`), copy (or symlink, or write converted) into `folder`, sha256."""
     spec = weight_spec(name)
+    expected = expected if expected is not None else expected_for_weights(name, preset_name)
     file, folder = Path(file), Path(folder)
     if not file.is_file():
         raise MMAError(f"{file}: file not found")
@@ -188,6 +192,7 @@ def listing(folder: str | Path) -> WeightsListing:
         rows.append({"name": name, "title": spec.title, "kind": spec.kind, "file": spec.filename,
                      "url": spec.url, "page": spec.page, "licence": spec.licence, "fetchable": spec.fetchable,
                      "use": spec.use, "note": spec.note, "encoders": list(spec.encoders),
-                     "hub_id": spec.hub_id, "non_commercial": spec.non_commercial, "present": path is not None,
+                     "hub_id": spec.hub_id, "non_commercial": spec.non_commercial, "get": fetch_command(name),
+                     "present": path is not None,
                      "path": str(path) if path else None, "sha256": entry.get("sha256") if path else None})
     return WeightsListing(str(folder), rows)

@@ -9,12 +9,11 @@ import pytest
 import timm
 import torch
 from checkpoint_files import tiny_model
-from hub_files import audiomae_port, save_safetensors, timm_encoder, to_openai_clip
+from hub_files import audiomae_port, save_safetensors, timm_encoder, tiny_geometry, to_openai_clip
 from weights_server import Served
 
 from model import load_encoder_checkpoints
 from model.checkpoint import safe_torch_load
-from model.inspect import Expected
 from pipeline.core.errors import MMAError
 from pipeline.weights.convert import OPENAI_CLIP, SAFETENSORS, encoder_tensors
 from pipeline.weights.fetch import fetch
@@ -27,7 +26,6 @@ from pipeline.weights.registry import (
 )
 from pipeline.weights.store import add, listing, read_ledger
 
-TINY16 = Expected(width=64, depth=4, patch_size=16)
 HUB_NAMES = ("vit_base_patch16_clip_224.openai", "vit_base_patch16_224.mae", "vit_small_patch14_dinov2.lvd142m")
 
 
@@ -77,15 +75,16 @@ def test_encoder_names_find_their_weights():
     assert all(s.name == n for n, s in WEIGHTS.items())
 
 
-@pytest.mark.parametrize("name, arch, patch", [("vit_base_patch16_224.mae", "vit_base_patch16_224", 16),
-                                               ("vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_dinov2", 14)])
+@pytest.mark.parametrize("name, arch", [("vit_base_patch16_224.mae", "vit_base_patch16_224"),
+                                        ("vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_dinov2")])
 def test_a_safetensors_hub_file_is_fetched_resumed_and_installed_converted(tmp_path, weights_server, monkeypatch,
-                                                                            name, arch, patch):
-    _, sd = timm_encoder(arch, img_size=224)
+                                                                            name, arch):
+    geometry = tiny_geometry(name)
+    _, sd = timm_encoder(arch, **geometry)
     body = save_safetensors(sd, tmp_path / "model.safetensors").read_bytes()
     item = serve(weights_server, monkeypatch, name, body, drop_first=1)
     folder = tmp_path / "weights"
-    out = fetch(name, folder, expected=Expected(width=64, depth=4, patch_size=patch))
+    out = fetch(name, folder, preset_name="tiny")
     assert item.requests == ["", f"bytes={len(body) // 2}-"]  # resumed after the dropped connection
     installed = folder / f"{name}.pth"
     entry = read_ledger(folder)["weights"][name]
@@ -94,24 +93,26 @@ def test_a_safetensors_hub_file_is_fetched_resumed_and_installed_converted(tmp_p
     loaded = safe_torch_load(installed)["model"]
     assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
     assert not list(folder.glob("*.part")) and not list(folder.glob(".*"))
-    # the same download checked against another geometry is refused and not installed
-    with pytest.raises(MMAError, match=f"the download of {name} is corrupt .*width 64, depth 4, {patch} px"):
-        fetch(name, tmp_path / "other", expected=Expected(width=64, depth=2, patch_size=patch))
+    # the same download checked against the paper's geometry (the full-size architecture) is refused
+    with pytest.raises(MMAError, match=f"the download of {name} is corrupt .*width {geometry['embed_dim']}, "
+                                       f"depth {geometry['depth']}, {geometry['patch_size']} px patches"):
+        fetch(name, tmp_path / "other", preset_name="paper")
     assert not (tmp_path / "other" / f"{name}.pth").exists()
 
 
 def test_openai_clip_names_become_timm_names_and_give_timm_s_features(tmp_path, weights_server, monkeypatch):
-    vit, sd = timm_encoder("vit_base_patch16_clip_quickgelu_224")
+    geometry = tiny_geometry("vit_base_patch16_clip_224.openai")
+    vit, sd = timm_encoder("vit_base_patch16_clip_quickgelu_224", **geometry)
     published = tmp_path / "pytorch_model.bin"
     torch.save(to_openai_clip(sd), published)
     serve(weights_server, monkeypatch, "vit_base_patch16_clip_224.openai", published.read_bytes())
-    out = fetch("vit_base_patch16_clip_224.openai", tmp_path / "w", expected=TINY16)
+    out = fetch("vit_base_patch16_clip_224.openai", tmp_path / "w", preset_name="tiny")
     entry = out.entry
     assert entry["converted"] == OPENAI_CLIP and entry["source_sha256"] == sha(published.read_bytes())
     loaded = safe_torch_load(out.path)["model"]
     assert sorted(loaded) == sorted(sd)  # the image tower only: no text tower, no projection
     fresh = timm.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=False, num_classes=0,
-                              embed_dim=64, depth=4, num_heads=4).eval()
+                              **geometry).eval()
     fresh.load_state_dict(loaded, strict=True)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
@@ -125,7 +126,7 @@ def test_the_audiomae_hub_port_is_audiomae_s_layout_and_loads_as_it_is(tmp_path,
     obj, conversion = encoder_tensors(tmp_path / "pytorch_model.bin")
     assert conversion is None  # timm names, bare state dict with pos_embed: the loader reads it unchanged
     serve(weights_server, monkeypatch, "audiomae", body)
-    out = fetch("audiomae", tmp_path / "w", expected=TINY16)
+    out = fetch("audiomae", tmp_path / "w", preset_name="tiny")
     assert out.sha256 == sha(body) and (tmp_path / "w" / "audiomae_pretrained.pth").read_bytes() == body
     assert "converted" not in out.entry
     net = tiny_model()
@@ -135,23 +136,23 @@ def test_the_audiomae_hub_port_is_audiomae_s_layout_and_loads_as_it_is(tmp_path,
 
 
 def test_add_converts_a_safetensors_file_and_refuses_to_link_it(tmp_path):
-    _, sd = timm_encoder("vit_small_patch14_dinov2")
+    name = "vit_small_patch14_dinov2.lvd142m"
+    _, sd = timm_encoder("vit_small_patch14_dinov2", **tiny_geometry(name))
     src = save_safetensors(sd, tmp_path / "dino.safetensors")
     folder = tmp_path / "weights"
-    expected = Expected(width=64, depth=4, patch_size=14)
     with pytest.raises(MMAError, match="--link cannot be used for this file: it is converted when installed"):
-        add("vit_small_patch14_dinov2.lvd142m", src, folder, link=True, expected=expected)
-    first = add("vit_small_patch14_dinov2.lvd142m", src, folder, expected=expected)
+        add(name, src, folder, link=True, preset_name="tiny")
+    first = add(name, src, folder, preset_name="tiny")
     assert first.status == "added" and first.entry["source_sha256"] == sha(src.read_bytes())
-    again = add("vit_small_patch14_dinov2.lvd142m", src, folder, expected=expected)
+    again = add(name, src, folder, preset_name="tiny")
     assert again.status == "present" and again.sha256 == first.sha256
 
 
 def test_a_corrupt_safetensors_download_is_deleted(tmp_path, weights_server, monkeypatch):
-    _, sd = timm_encoder("vit_base_patch16_224")
+    _, sd = timm_encoder("vit_base_patch16_224", **tiny_geometry("vit_base_patch16_224.mae"))
     body = bytearray(save_safetensors(sd, tmp_path / "m.safetensors").read_bytes())
     body[20:40] = b"\x00" * 20  # a damaged header
     serve(weights_server, monkeypatch, "vit_base_patch16_224.mae", bytes(body))
     with pytest.raises(MMAError, match="the download of vit_base_patch16_224.mae is corrupt"):
-        fetch("vit_base_patch16_224.mae", tmp_path / "w", expected=TINY16)
+        fetch("vit_base_patch16_224.mae", tmp_path / "w", preset_name="tiny")
     assert not list((tmp_path / "w").iterdir())
