@@ -18,9 +18,11 @@ shard, via pipeline.prep.cluster) write disjoint chunks in parallel. With the `t
 (S=32, D=64: 8 KiB vision / 32 KiB audio per clip-view) the cap wins: one chunk per shard.
 
 The store's attrs record its provenance (shards, prep hash, sampling, image size, model
-geometry, and per encoder the checkpoint path/sha256 and a hash of the patch-embedding weights
-actually used - which also pins randomly initialised encoders to their seed). `check_cache_matches`
-recomputes that for a config and names the first field that differs. `build_cached_loader`
+geometry, and per encoder its timm name, the weights file's path/sha256 ("random init" when
+none) and a hash of the patch-embedding weights actually used - which also pins randomly
+initialised encoders to their seed). `check_cache_matches` recomputes that for a config and
+names the first field that differs; a cache made with one encoder (name or weights) is never
+read for another: building, `check_cache_matches` and the loader refuse it in one line naming both. `build_cached_loader`
 yields (vision_tokens, audio_tokens, label, clip_id) batches for `forward_embedded`.
 """
 
@@ -53,7 +55,7 @@ from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 from pipeline.store.sampling import ClipSampler, clip_rng
 from pipeline.store.shard import read_index, sample_key
 from pipeline.store.stream import iter_clips, loader_kwargs, reader_slot
-from pipeline.weights.resolve import resolve_encoder_checkpoints
+from pipeline.weights.resolve import RANDOM_INIT, describe_identity, encoder_identities, resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +88,15 @@ def build_stage1_model(cfg: RunConfig) -> torch.nn.Module:
 
 
 def encoder_provenance(net: torch.nn.Module) -> dict[str, Any]:
-    """Per encoder: checkpoint path + sha256 (None when random) and the patch-embedding weights' hash."""
+    """Per encoder: timm name, weights path + sha256 ("random init" when none) and the patch-embedding
+    weights' hash (None for an encoder the model does not have)."""
+    sources = getattr(net, "encoder_sources", {}) or {}
+    identities = encoder_identities(net.config, sources)
     out = {}
     for which in ("vision", "audio"):
         enc = getattr(net, which, None)
-        source = (getattr(net, "encoder_sources", {}) or {}).get(which) or {}
-        out[which] = {"path": source.get("path"), "sha256": source.get("sha256"),
+        ident = identities.get(which) or {"name": None, "sha256": None}
+        out[which] = {**ident, "path": (sources.get(which) or {}).get("path"),
                       "patch_embed_sha256": _module_sha256(enc.patch_embed if enc is not None else None)}
     return out
 
@@ -131,16 +136,28 @@ def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) 
 def _describe(enc: dict[str, Any] | None) -> str:
     if not enc or not enc.get("patch_embed_sha256"):
         return "no encoder"
-    src = f"{enc['path']} (sha256 {str(enc['sha256'])[:12]})" if enc.get("path") else "random init"
-    return f"{src}, patch embedding {enc['patch_embed_sha256'][:12]}"
+    if not enc.get("name"):  # a cache written before encoder names were recorded
+        return f"an unnamed encoder ({enc.get('sha256') or RANDOM_INIT})"
+    return describe_identity(enc)
+
+
+def _encoder_difference(key: str, a: dict[str, Any] | None, b: dict[str, Any]) -> str | None:
+    """Whether the cache's encoder `a` is another encoder than `b`: name, weights, or patch embedding."""
+    a = a or {}
+    same = (a.get("name"), a.get("sha256") or RANDOM_INIT, a.get("patch_embed_sha256")) == \
+        (b.get("name"), b.get("sha256") or RANDOM_INIT, b.get("patch_embed_sha256"))
+    if same or not (a.get("patch_embed_sha256") or b.get("patch_embed_sha256")):
+        return None
+    return f"{key}: cache made with {_describe(a)}, this config gives {_describe(b)}"
 
 
 def _difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
     for key in wanted:
         a, b = stored.get(key), wanted[key]
         if key.startswith("encoders."):
-            if (a or {}).get("patch_embed_sha256") != b.get("patch_embed_sha256"):
-                return f"{key}: cache made with {_describe(a)}, this config gives {_describe(b)}"
+            diff = _encoder_difference(key, a, b)
+            if diff:
+                return diff
         elif json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
             return f"{key}: cache has {a!r}, this config has {b!r}"
     return None
@@ -535,6 +552,11 @@ def build_cached_dataset(cfg: RunConfig, ws: Workspace, split: str, *, epoch: in
     attrs = dict(root.attrs)
     if not attrs.get("complete"):
         raise MMAError(f"{path}: cache is unfinished (rerun `mma cache {cfg.dataset}`)")
+    for which in ("vision", "audio"):  # the cheap half of check_cache_matches: never another encoder's tokens
+        stored = (attrs.get("provenance") or {}).get(f"encoders.{which}") or {}
+        if stored.get("patch_embed_sha256") and stored.get("name") != getattr(cfg.model, f"{which}_encoder"):
+            raise MMAError(f"{path}: cache made with the {which} encoder {_describe(stored)}, this config has "
+                           f"{getattr(cfg.model, f'{which}_encoder')}; rebuild it with `mma cache {cfg.dataset} --force`")
     layout = attrs["layout"]
     valid, fold = root["valid"][:], root["fold"][:]
     mask = valid & split_mask(fold, cfg.fold, split)
