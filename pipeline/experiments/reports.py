@@ -1,5 +1,6 @@
 """A sweep's table: the experiment's rows (paper order), mean over folds, the paper's numbers
-alongside, missing folds flagged; written as report.md, report.csv, report.json and report.png."""
+alongside, missing folds flagged, rows never run for want of their weights marked skipped (with the
+command that adds them); written as report.md, report.csv, report.json and report.png."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pipeline.core.io import atomic_write_json, atomic_write_text
 from pipeline.core.paths import Workspace
 from pipeline.core.plots import plot_ours_vs_paper
 from pipeline.engine.provenance import provenance_conflicts
-from pipeline.experiments.presets import get_experiment, run_name, sweep_id
+from pipeline.experiments.presets import SkippedRow, get_experiment, missing_weights, run_name, sweep_id
 from pipeline.experiments.state import job_status, read_state, sweep_dir
 from pipeline.results.report import METRICS, fold_status
 
@@ -56,7 +57,10 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
                 for m in METRICS}
         sources = sorted({str(r.get("source") or (r.get("provenance") or {}).get("source") or "-")
                           for r in per_fold.values()})
+        absent = missing_weights(row, ws.weights) if not tried else ()
+        skipped = SkippedRow(row.key, row.label, absent).text() if absent else None
         rows.append({"row": row.key, "label": row.label, "run_name": name, "folds": folds, "ran": bool(tried),
+                     "skipped": skipped,
                      "folds_ok": sorted(per_fold), "missing": missing, "mean": mean, "paper": dict(row.paper),
                      "source": "+".join(sources) if per_fold else "-", "provenance_conflicts": conflicts,
                      "mixed_refused": bool(conflicts and not mixed),
@@ -108,6 +112,8 @@ def _report_markdown(report: Mapping[str, Any]) -> str:
         m, p = r["mean"], r["paper"]
         delta = [m[k] - p[k] if m[k] is not None and k in p else None for k in ("uar", "war")]
         status = "not run" if not r["ran"] else ("ok" if not r["missing"] else "MISSING: " + ", ".join(r["missing"]))
+        if r.get("skipped"):
+            status = r["skipped"]
         if r["mixed_refused"]:
             status = "MIXED (not averaged): " + "; ".join(r["provenance_conflicts"])
         cells = [r["label"], f"{len(r['folds_ok'])}/{len(r['folds'])}", r["source"], *[_fmt(m[k]) for k in
