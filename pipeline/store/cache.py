@@ -28,6 +28,7 @@ yields (vision_tokens, audio_tokens, label, clip_id) batches for `forward_embedd
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -43,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from model.families import encoder_geometry, encoder_norm
 from pipeline.core.config import RunConfig, saved_run_config, to_dict
 from pipeline.core.device import pick_device
 from pipeline.core.errors import MMAError
@@ -101,17 +103,19 @@ def encoder_provenance(net: torch.nn.Module) -> dict[str, Any]:
     return out
 
 
-def _token_counts(cfg: RunConfig) -> tuple[int, int]:
+def _token_shapes(cfg: RunConfig) -> dict[str, tuple[int, int]]:
+    """(patch tokens, width) of each encoder's stage-1 output; (0, width of the other) for an absent one."""
     m = cfg.model
-    nv = (m.image_size // m.patch_size) ** 2 if m.modality in ("both", "vision") else 0
-    na = (m.audio_frames // m.patch_size) * (m.audio_mel_bins // m.patch_size) if m.modality in ("both", "audio") else 0
-    return nv, na
+    shapes = {w: (g.num_patches, g.width) for w in m.encoders() for g in [encoder_geometry(m, w)]}
+    width = next(iter(shapes.values()))[1]
+    return {w: shapes.get(w, (0, width)) for w in ("vision", "audio")}
 
 
 def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) -> dict[str, Any]:
     """What a cache is made from, as a flat {field: value} (the fields check_cache_matches compares)."""
 
     m = cfg.model
+    first = encoder_geometry(m, m.encoders()[0])
     sampling = ClipSampler.from_config(cfg).params()
     return {
         "format": CACHE_FORMAT,
@@ -120,8 +124,9 @@ def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) 
         "shards_sha256": sha256_json([[s["name"], s["sha256"]] for s in index["shards"]]),
         "model.image_size": m.image_size,
         "model.num_frames": m.num_frames,
-        "model.embed_dim": m.embed_dim,
-        "model.patch_size": m.patch_size,
+        "model.embed_dim": first.width,
+        "model.patch_size": first.patch_size[0],
+        "model.vision_norm": [list(n) for n in dataclasses.astuple(encoder_norm(m, "vision"))],
         "model.audio_frames": m.audio_frames,
         "model.audio_mel_bins": m.audio_mel_bins,
         "model.modality": m.modality,
@@ -207,21 +212,22 @@ def _chunk_rows(bytes_per_row: list[int], max_shard: int) -> tuple[int, list[int
 
 def plan_layout(cfg: RunConfig, index: dict[str, Any]) -> dict[str, Any]:
     """Rows per shard (chunk-aligned starts), array shapes and chunks."""
-    nv, na = _token_counts(cfg)
+    shapes = _token_shapes(cfg)
+    (nv, dv), (na, da) = shapes["vision"], shapes["audio"]
     m = cfg.model
     k = cfg.data.cache_views
     views = k + len(TEST_VIEWS)
     audio_views = 1 if cfg.data.audio_window == "start" else views
-    vision_row = m.num_frames * nv * m.embed_dim * 2
-    audio_row = na * m.embed_dim * 2
+    vision_row = m.num_frames * nv * dv * 2
+    audio_row = na * da * 2
     align, (cv, ca) = _chunk_rows([vision_row, audio_row], max(s["count"] for s in index["shards"]))
     shards, row = [], 0
     for s in index["shards"]:
         shards.append({"name": s["name"], "fold": s["fold"], "start": row, "count": s["count"]})
         row += -(-s["count"] // align) * align
     return {"rows": row, "align": align, "views": views, "train_views": k, "audio_views": audio_views,
-            "vision_shape": [row, views, m.num_frames, nv, m.embed_dim], "vision_chunk_rows": cv,
-            "audio_shape": [row, audio_views, na, m.embed_dim], "audio_chunk_rows": ca, "shards": shards,
+            "vision_shape": [row, views, m.num_frames, nv, dv], "vision_chunk_rows": cv,
+            "audio_shape": [row, audio_views, na, da], "audio_chunk_rows": ca, "shards": shards,
             "test_views": {"1": [k], "2": [k + 1, k + 2]}}
 
 
