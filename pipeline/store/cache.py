@@ -146,25 +146,33 @@ def _describe(enc: dict[str, Any] | None) -> str:
     return describe_identity(enc)
 
 
-def _encoder_difference(key: str, a: dict[str, Any] | None, b: dict[str, Any]) -> str | None:
-    """Whether the cache's encoder `a` is another encoder than `b`: name, weights, or patch embedding."""
-    a = a or {}
-    same = (a.get("name"), a.get("sha256") or RANDOM_INIT, a.get("patch_embed_sha256")) == \
-        (b.get("name"), b.get("sha256") or RANDOM_INIT, b.get("patch_embed_sha256"))
-    if same or not (a.get("patch_embed_sha256") or b.get("patch_embed_sha256")):
+def _identity(enc: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    """(timm name, weights sha256 or "random init") of a stored encoder entry; None for no encoder."""
+    if not enc or not enc.get("patch_embed_sha256"):
         return None
-    return f"{key}: cache made with {_describe(a)}, this config gives {_describe(b)}"
+    return enc.get("name"), enc.get("sha256") or RANDOM_INIT
 
 
 def _difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """The first field on which a cache's provenance differs from `wanted`, as one line; None when it fits.
+
+    Another encoder (name or weights) is named first: it changes much else (input statistics,
+    geometry). The same encoder whose patch embedding differs (random init under another seed or
+    geometry) comes last, after the plain fields.
+    """
+    encoders = [k for k in wanted if k.startswith("encoders.")]
+    for key in encoders:
+        if _identity(stored.get(key)) != _identity(wanted[key]):
+            return f"{key}: cache made with {_describe(stored.get(key))}, this config gives {_describe(wanted[key])}"
     for key in wanted:
         a, b = stored.get(key), wanted[key]
-        if key.startswith("encoders."):
-            diff = _encoder_difference(key, a, b)
-            if diff:
-                return diff
-        elif json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
+        if key not in encoders and json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
             return f"{key}: cache has {a!r}, this config has {b!r}"
+    for key in encoders:
+        a, b = stored.get(key) or {}, wanted[key]
+        if a.get("patch_embed_sha256") != b.get("patch_embed_sha256"):
+            return (f"{key}: cache made with {_describe(a)}, patch embedding {str(a.get('patch_embed_sha256'))[:12]}; "
+                    f"this config gives patch embedding {str(b.get('patch_embed_sha256'))[:12]}")
     return None
 
 

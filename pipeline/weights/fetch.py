@@ -204,16 +204,17 @@ def fetch(name: str, folder: str | Path, *, url: str | None = None, force: bool 
 __all__ = ["fetch", "manual_steps", "url_override_var"]
 
 
-def fetch_all(names: list[str], folder: str | Path, *, force: bool = False, preset_name: str = "paper") -> FetchResult:
+def fetch_all(names: list[str], folder: str | Path, *, force: bool = False, preset_name: str = "paper",
+              expected: Expected | None = None) -> FetchResult:
     """`mma weights fetch NAME...`: every name is tried (an unknown one fails before any download); a
     failed download is an error line and the others still run (rerunning resumes it). Each file is
-    checked against its encoder's geometry under `preset_name`."""
+    checked against `expected`, by default its encoder's geometry under `preset_name`."""
     for name in names:
         weight_spec(name)
     results, errors = [], []
     for name in names:
         try:
-            results.append(fetch(name, folder, force=force, preset_name=preset_name))
+            results.append(fetch(name, folder, force=force, expected=expected, preset_name=preset_name))
         except USER_ERRORS as exc:
             errors.append(str(exc).splitlines()[0])
     return FetchResult(results, errors)

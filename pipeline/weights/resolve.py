@@ -40,13 +40,6 @@ from pipeline.weights.store import find
 log = logging.getLogger(__name__)
 
 RANDOM_INIT = "random init"
-_ROLES = {"both": ("vision", "audio"), "vision": ("vision",), "audio": ("audio",)}
-
-
-def encoder_roles(model_cfg: ModelConfig) -> tuple[str, ...]:
-    """The encoders a model has: vision and/or audio."""
-    return _ROLES.get(model_cfg.modality, ("vision", "audio"))
-
 
 def named_weights_file(given: str, flag: str, folder: Path) -> Path:
     """`given` as a path; a name from `mma weights list` is its file in `folder` (MMAError when it is not there)."""
@@ -72,7 +65,7 @@ def resolve_encoder_checkpoints(cfg: RunConfig, ws: Workspace, *, fill: bool = T
     `fill=False` checks the given flags only (eval: a run checkpoint names its own encoders).
     """
     cfg = copy.deepcopy(cfg)
-    for which in encoder_roles(cfg.model):
+    for which in cfg.model.encoders():
         attr = f"{which}_ckpt"
         encoder = getattr(cfg.model, f"{which}_encoder")
         given = getattr(cfg, attr)
@@ -107,7 +100,7 @@ def encoder_identities(model_cfg: ModelConfig, sources: Mapping[str, Any]) -> di
     `sources` is `MMADFER.encoder_sources` (or a run checkpoint's `encoders`): {role: {"path", "sha256"}}.
     """
     out = {}
-    for which in encoder_roles(model_cfg):
+    for which in model_cfg.encoders():
         digest = (sources.get(which) or {}).get("sha256")
         out[which] = {"name": getattr(model_cfg, f"{which}_encoder"), "sha256": digest or RANDOM_INIT}
     return out
