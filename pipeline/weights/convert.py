@@ -135,9 +135,9 @@ def encoder_tensors(path: str | Path) -> tuple[Any, str | None]:
     if prefix is not None:
         sd = openai_clip_to_timm(sd, prefix)
         steps.append(OPENAI_CLIP)
-    elif not steps and _loads_as_is(obj):
-        return obj, None
-    if not steps:  # e.g. {'state_dict': ...} or DataParallel names: rewrite into the loader's layout
+    elif not steps and (_loads_as_is(obj) or "patch_embed.proj.weight" not in sd):
+        return obj, None  # loads as it is, or is no encoder (a trained model): model.inspect says which
+    if not steps:  # an encoder under {'state_dict': ...}: rewrite into the loader's layout
         steps.append("state dict -> {'model': ...}")
     return {"model": {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}}, ", ".join(steps)
 

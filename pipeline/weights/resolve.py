@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RANDOM_INIT = "random init"
 
+
 def named_weights_file(given: str, flag: str, folder: Path) -> Path:
     """`given` as a path; a name from `mma weights list` is its file in `folder` (MMAError when it is not there)."""
     path = Path(given)

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from checkpoint_files import authors_file, mma_run_file
 from hub_files import save_safetensors, timm_encoder, tiny_geometry, to_openai_clip
 
 from model.errors import ModelError
@@ -99,3 +100,11 @@ def test_weights_check_knows_any_family_and_the_architecture_it_fits(tmp_path):
     # the geometry a name needs is read from timm: DINOv2 S/14 at full size, the paper's ViT-B/16
     assert expected_geometry("paper", encoder=DINO).vision.key() == (384, 12, 14, 1)
     assert expected_geometry("paper").vision.key() == expected_geometry("paper").audio.key() == (768, 12, 16, 1)
+
+
+def test_weights_check_leaves_trained_models_as_they_are(tmp_path):
+    run = mma_run_file(tmp_path / "last.pt")
+    authors = authors_file(tmp_path / "authors.pth")
+    for path, as_ in ((run, "mma"), (authors, "authors")):
+        out = check_weights_file(path, as_=as_, preset_name="tiny")
+        assert out.exit_code == 0 and out.conversion is None, out.text()
