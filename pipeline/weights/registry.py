@@ -2,10 +2,11 @@
 
 Two groups. The paper's files: MAE-Face (GitHub release), AudioMAE and the authors' trained
 models, as the authors' README (katerynaCh/MMA-DFER) links them. And encoders published on the
-Hugging Face hub in timm's format (`hub_id`). Every encoder entry lists the encoder names it holds the weights of (`encoders`,
-`ARCH.TAG` as `model.vision_encoder` / `model.audio_encoder` take them, the first the one to
-use): a stage finds an encoder's file by that name. A published file in another layout (safetensors,
-OpenAI's CLIP names) is converted when it is installed (`pipeline.weights.convert`). AudioMAE itself is fetched from the hub port
+Hugging Face hub in timm's format (`hub_id`). Every encoder entry lists the encoder names it
+holds the weights of (`encoders`, `ARCH.TAG` as `model.vision_encoder` / `model.audio_encoder`
+take them, the first the one to use): a stage finds an encoder's file by that name. A published
+file in another layout (safetensors, OpenAI's CLIP names) is converted when it is installed
+(`pipeline.weights.convert`). AudioMAE itself is fetched from the hub port
 `gaunernst/vit_base_patch16_1024_128.audiomae_as2m`: the same timm tensor names and shapes as
 the AudioMAE file `mma` loads (1-channel 16x16 patches, CLS + 64x8 position rows for a
 1024x128 fbank), without the MAE decoder, so no browser is needed any more.
