@@ -4,6 +4,7 @@ architecture before any work (one line naming both), and recorded as name + sha2
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from model.errors import ModelError
 from pipeline.core.config import tiny
 from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
+from pipeline.core.stage_config import ConfigRequest, resolve_stage_config
 from pipeline.weights.check import check_weights_file, expected_geometry
 from pipeline.weights.resolve import RANDOM_INIT, encoder_identities, resolve_encoder_checkpoints
 from pipeline.weights.store import add
@@ -108,3 +110,14 @@ def test_weights_check_leaves_trained_models_as_they_are(tmp_path):
     for path, as_ in ((run, "mma"), (authors, "authors")):
         out = check_weights_file(path, as_=as_, preset_name="tiny")
         assert out.exit_code == 0 and out.conversion is None, out.text()
+
+
+def test_encoder_flags_set_the_encoders_and_take_weights_names(ws):
+    request = ConfigRequest(preset="tiny", flags={"vision_encoder": CLIP, "vision_ckpt": Path("vit_base_patch16_clip_224.openai")})
+    cfg = resolve_stage_config(request, workspace=ws, needs_dataset=False)
+    assert cfg.model.vision_encoder == CLIP and cfg.vision_ckpt == "vit_base_patch16_clip_224.openai"
+    with pytest.raises(MMAError, match="`mma weights fetch vit_base_patch16_clip_224.openai` adds it"):
+        resolve_encoder_checkpoints(cfg, ws)  # the name is looked up in the weights folder
+    bad = ConfigRequest(preset="tiny", flags={"audio_encoder": "resnet50"})
+    with pytest.raises(ModelError, match="model.audio_encoder='resnet50' is a resnet model, not a ViT"):
+        resolve_stage_config(bad, workspace=ws, needs_dataset=False)
