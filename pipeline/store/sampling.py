@@ -38,6 +38,7 @@ import torch
 
 from model.families import FBANK_MEAN, FBANK_STD, encoder_norm
 from pipeline.core.config import AUDIO_WINDOWS, FRAME_ORDERS, RunConfig, check_choice
+from pipeline.core.errors import MMAError
 from pipeline.prep.audio import FBANK_ROWS_PER_SECOND
 
 
@@ -311,8 +312,6 @@ def load_clip_dir(path: str | Path) -> dict[str, Any]:
     Frames are ordered numerically by file stem (`10.jpg` after `9.jpg`). Raises MMAError
     naming the folder when meta.json, the frames or fbank.npy are missing or unreadable.
     """
-    from pipeline.core.errors import MMAError
-
     path = Path(path)
     try:
         meta = json.loads((path / "meta.json").read_text())
