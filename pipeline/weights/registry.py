@@ -24,6 +24,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from model.families import DEFAULT_AUDIO_ENCODER, DEFAULT_VISION_ENCODER
 from pipeline.core.errors import MMAError
 
 HUB = "https://huggingface.co"
@@ -83,7 +84,7 @@ WEIGHTS: dict[str, WeightSpec] = {
         licence="MIT (FuxiVirtualHuman/MAE-Face repository licence); cite the MAE-Face papers",
         fetchable=True,
         use="the frozen vision encoder (--vision-ckpt) of cache, train, eval",
-        encoders=("vit_base_patch16_224.mae_face",),
+        encoders=(DEFAULT_VISION_ENCODER,),
     ),
     "audiomae": WeightSpec(
         name="audiomae",
@@ -96,7 +97,7 @@ WEIGHTS: dict[str, WeightSpec] = {
                 "the hub card's metadata and AudioMAE's README say CC-BY 4.0)",
         fetchable=True,
         use="the frozen audio encoder (--audio-ckpt) of cache, train, eval",
-        encoders=("vit_base_patch16_224.audiomae_as2m",),
+        encoders=(DEFAULT_AUDIO_ENCODER,),
         note="timm tensor names, 1-channel 16x16 patches, CLS + 64x8 positions for 1024x128 fbank (mean -4.2677393, "
              "std 4.5689974), no MAE decoder: the layout of AudioMAE's own file, loaded as it is. The original file "
              "(Google Drive 1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu, linked from the MMA-DFER README) can still be "
