@@ -1,15 +1,11 @@
 """The `mma` command line: parses arguments and delegates to `pipeline/` and `model/`.
 
-Nothing here does work or decides anything of its own. A command turns its options into a
-`ConfigRequest` (`pipeline.core.stage_config`: the one resolution a Python caller shares), calls
-one stage function, and hands the typed result it returns to `emit`, which prints it (text or
-`--json`), writes its `errors` as `error: ...` lines on stderr and exits with its status. The
-options that set config fields come from the one table `CONFIG_FLAGS`. The project's own errors
-(`MMAError`, `ModelError`: a bad path, file, config value) become a one-line `error: ...` and
-their exit code; anything else is a bug and keeps its traceback.
-
-Imports of the stage modules sit inside the commands on purpose: they pull in torch, timm, dask
-and zarr, and `mma --help` (or `mma init`) should not wait for them.
+A command turns its options into a `ConfigRequest` (resolved by `pipeline.core.stage_config`, as for
+any Python caller; the config flags come from its table `CONFIG_FLAGS`), calls one stage function
+and hands the typed result to `emit`: text or `--json` on stdout, `error: ...` lines on stderr, the
+result's exit status. User errors (`MMAError`, `ModelError`) are one line; anything else is a bug
+and keeps its traceback. Stage modules are imported inside commands: they pull in torch, dask and
+zarr, which `mma --help` should not wait for.
 """
 
 from __future__ import annotations
@@ -35,10 +31,12 @@ from pipeline.core.stage_config import (
     CONFIG_FLAGS,
     ENCODER_FLAGS,
     MODEL_FLAGS,
+    SWEEP_FLAGS,
     ConfigRequest,
     resolve_stage_config,
     stage_dataset,
 )
+from pipeline.results.uncertainty import DEFAULT_RESAMPLES
 
 app = typer.Typer(
     name="mma",
@@ -49,13 +47,9 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Inspect and convert MMA-DFER models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-weights_app = typer.Typer(
-    help="The checkpoints the method needs: list, fetch, add (register a downloaded file), check.",
-    no_args_is_help=True,
-)
+weights_app = typer.Typer(help="The checkpoints the method needs: list, fetch, add (register a downloaded file), check.",
+                          no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
-
-log = logging.getLogger("mma")
 
 
 @dataclasses.dataclass
@@ -64,14 +58,13 @@ class State:
 
     workspace: Workspace
     seed: Optional[int]
-    log_level: str
     project: ProjectFile = dataclasses.field(default_factory=ProjectFile)
 
 
 def _state(ctx: typer.Context) -> State:
     obj = ctx.find_root().obj
     if obj is None:  # invoked without the callback (not through `mma`)
-        obj = State(Workspace.from_env(), None, "INFO")
+        obj = State(Workspace.from_env(), None)
     return obj
 
 
@@ -104,25 +97,20 @@ def emit(result: StageResult, as_json: bool = False) -> None:
 
 # --------------------------------------------------------------------------- shared options
 
-PresetOpt = Annotated[
-    Optional[str], typer.Option("--preset", help="Model/training preset: paper | tiny (default: mma.yaml's, else paper).")
-]
-DatasetArg = Annotated[
-    Optional[str],
-    typer.Argument(help="dfew | mafw | synth (default: mma.yaml's `dataset`, else the only one prepared).", show_default=False),
-]
-SetOpt = Annotated[
-    Optional[List[str]], typer.Option("--set", help="Override any field: section.field=value (repeatable).")
-]
-FoldOpt = Annotated[
-    int, typer.Option("--fold", min=FOLDS[0], max=FOLDS[-1], help=f"Test fold k ({FOLDS[0]}..{FOLDS[-1]}).")
-]
+PresetOpt = Annotated[Optional[str], typer.Option(
+    "--preset", help="Model/training preset: paper | tiny (default: mma.yaml's, else paper).")]
+DatasetArg = Annotated[Optional[str], typer.Argument(
+    help="dfew | mafw | synth (default: mma.yaml's `dataset`, else the only one prepared).", show_default=False)]
+SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override any field: section.field=value (repeatable).")]
+FoldOpt = Annotated[int, typer.Option("--fold", min=FOLDS[0], max=FOLDS[-1], help=f"Test fold k ({FOLDS[0]}..{FOLDS[-1]}).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished work instead of skipping it.")]
 AllowPartialOpt = Annotated[bool, typer.Option(
     "--allow-partial", help="Write/average a result although some test clips could not be read (marked partial).")]
 MixedOpt = Annotated[bool, typer.Option(
     "--mixed", help="Average folds whose data or model provenance (or training source) differ.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+BootstrapOpt = Annotated[int, typer.Option(
+    "--bootstrap", min=0, help="Resamples of the test clips for the 95% intervals (0: none; fixed RNG seed).")]
 ClusterOpt = Annotated[str, typer.Option("--cluster", help="local | slurm | serial.")]
 DaskWorkersOpt = Annotated[int, typer.Option("--workers", help="Dask workers.")]
 
@@ -190,11 +178,8 @@ def main_callback(
     ctx: typer.Context,
     workdir: Annotated[Optional[Path], typer.Option(
         "--workdir", envvar="MMA_WORKDIR", help="Where every stage writes (default: mma.yaml's, else ./work).")] = None,
-    manifests: Annotated[
-        Optional[Path],
-        typer.Option("--manifests", envvar="MMA_MANIFESTS",
-                     help="Folder of dataset manifests (default: mma.yaml's, else ./data_manifests)."),
-    ] = None,
+    manifests: Annotated[Optional[Path], typer.Option("--manifests", envvar="MMA_MANIFESTS", help=(
+        "Folder of dataset manifests (default: mma.yaml's, else ./data_manifests)."))] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", envvar="MMA_CONFIG", help="Project file (default: ./mma.yaml when there is one).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
@@ -211,7 +196,7 @@ def main_callback(
         project = load_project(config)
     except USER_ERRORS as exc:
         _fail(str(exc).splitlines()[0], exc.exit_code)
-    ctx.obj = State(project_workspace(project, workdir, manifests), seed, log_level.upper(), project)
+    ctx.obj = State(project_workspace(project, workdir, manifests), seed, project)
 
 
 # --------------------------------------------------------------------------- data stages
@@ -343,13 +328,14 @@ def cache(
 @app.command()
 @delegates
 @config_options("image_size", "epochs", "batch_size", "lr", *MODEL_FLAGS[1:], "source", "precision", "compile",
-                   "workers", *ENCODER_FLAGS)
+                   "workers", "seed", *ENCODER_FLAGS)
 def train(
     ctx: typer.Context,
     dataset: DatasetArg = None,
     fold: FoldOpt = ...,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the preset's).")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Default <workdir>/<dataset>/runs/<name>/fold<k>.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="Default <workdir>/<dataset>/runs/<name>/seed<s>/fold<k>.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from last.pt in the run directory.")] = False,
     allow_partial: AllowPartialOpt = False,
     force: ForceOpt = False,
@@ -365,7 +351,7 @@ def train(
 
 @app.command("eval")
 @delegates
-@config_options("image_size", "source", *ENCODER_FLAGS)
+@config_options("image_size", "source", "seed", *ENCODER_FLAGS)
 def eval_(
     ctx: typer.Context,
     dataset: DatasetArg = None,
@@ -390,15 +376,17 @@ def eval_(
 def report(
     ctx: typer.Context,
     dataset: DatasetArg = None,
-    runs: Annotated[Optional[Path], typer.Option("--runs", help="Folder holding fold1..fold5 run dirs.")] = None,
+    runs: Annotated[Optional[Path], typer.Option(
+        "--runs", help="Folder holding fold1..fold5 run dirs (or seed<s>/ folders of them).")] = None,
     allow_partial: AllowPartialOpt = False,
     mixed: MixedOpt = False,
+    bootstrap: BootstrapOpt = DEFAULT_RESAMPLES,
 ) -> None:
-    """Average the 5 folds into the paper's table (markdown + csv); flags missing folds."""
+    """Average the 5 folds (and seeds) into the paper's table with the spread and 95% intervals; flags missing folds."""
     from pipeline.results.report import make_report
 
     emit(make_report(_dataset(ctx, dataset), _state(ctx).workspace, runs_dir=runs, allow_partial=allow_partial,
-                     mixed=mixed))
+                     mixed=mixed, bootstrap=bootstrap))
 
 
 @app.command()
@@ -433,7 +421,7 @@ def predict(
 
 @app.command(context_settings={"allow_extra_args": False})
 @delegates
-@config_options("source", config_help="YAML/JSON config (model/data/train, and sweep: SLURM options).")
+@config_options("source", *SWEEP_FLAGS, config_help="YAML/JSON config (model/data/train, and sweep: SLURM options).")
 def sweep(
     ctx: typer.Context,
     target: Annotated[Optional[List[str]], typer.Argument(help="PRESET | status [PRESET] | report PRESET")] = None,
@@ -441,19 +429,17 @@ def sweep(
     dataset: Annotated[Optional[str], typer.Option(
         "--dataset", help="dfew | mafw | synth (default: mma.yaml's, else the only one prepared).")] = None,
     folds: Annotated[Optional[str], typer.Option("--folds", help="Comma-separated folds (default: the preset's).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        "--seeds", help="Comma-separated training seeds: rows x folds x seeds (default: the global --seed, else 1).")] = None,
     rows: Annotated[Optional[str], typer.Option("--rows", help="Only these rows of the preset (comma-separated keys).")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local | slurm.")] = "local",
-    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition.")] = None,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs per job [1].")] = None,
-    cpus: Annotated[Optional[int], typer.Option("--cpus", help="CPUs per job [8].")] = None,
-    mem_gb: Annotated[Optional[int], typer.Option("--mem-gb", help="Memory per job in GB [64].")] = None,
-    time_min: Annotated[Optional[int], typer.Option("--time", help="Minutes per job before requeue [600].")] = None,
-    array_parallelism: Annotated[Optional[int], typer.Option(
-        "--array-parallelism", help="Array tasks running at once [16].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain finished jobs too.")] = False,
     allow_partial: AllowPartialOpt = False,
     mixed: MixedOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Expand and print jobs; submit nothing.")] = False,
+    bootstrap: BootstrapOpt = DEFAULT_RESAMPLES,
+    against: Annotated[Optional[str], typer.Option(
+        "--against", help="`report`: compare every row with this row (default: the paper's final model).")] = None,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
@@ -464,11 +450,9 @@ def sweep(
         emit(sweep_list(dataset or state.project.dataset or "dfew"))
         return
     request = _request(ctx, options, dataset=dataset)
-    slurm = {"partition": partition, "gpus": gpus, "cpus": cpus, "mem_gb": mem_gb, "time_min": time_min,
-             "array_parallelism": array_parallelism}
     emit(sweep_command(target or [], request=request, project=state.project, workspace=state.workspace, folds=folds,
-                       rows=rows, executor=executor, slurm=slurm, force=force, dry_run=dry_run,
-                       allow_partial=allow_partial, mixed=mixed))
+                       rows=rows, executor=executor, force=force, dry_run=dry_run, allow_partial=allow_partial,
+                       mixed=mixed, seeds=seeds, bootstrap=bootstrap, against=against))
 
 
 @app.command()

@@ -7,7 +7,8 @@ dataset named. `resolve_stage_config(request, project, workspace)` turns it into
 
     preset function < project file (mma.yaml) < the stage's --config file < --set < explicit flags
 
-and the derived rules: the global seed wins for `train.seed`; `--prompt-introductions N` implies
+and the derived rules: the global seed wins for `train.seed` over files and --set (a stage's own
+`--seed` flag over both); `--prompt-introductions N` implies
 `model.num_prompts = 3 N` (the authors' sizing) unless `--set model.num_prompts` says otherwise.
 Which preset: `--preset`, else the `--config` file's, else the project file's, else `paper`. Which
 dataset: named, else the `--config` file's, else the project file's, else the only one prepared
@@ -73,6 +74,8 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
                "auto (fp32 under data.compat=authors, else bf16 on GPU) | bf16 | fp32."),
     ConfigFlag("compile", "--compile/--no-compile", "train.compile", bool, "torch.compile the model."),
     ConfigFlag("workers", "--workers", "data.num_workers", int, "DataLoader workers."),
+    ConfigFlag("seed", "--seed", "train.seed", int,
+               "Training seed; each seed's run lives in runs/<name>/seed<s>/ (default: the global --seed, else 1)."),
     # cache
     ConfigFlag("views", "--views", "data.cache_views", int, "Pre-augmented views per training clip."),
     # prep
@@ -85,12 +88,21 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
     # shards
     ConfigFlag("max_clips", "--max-clips", "data.shard_max_clips", int, "Clips per shard at most."),
     ConfigFlag("max_bytes", "--max-bytes", "data.shard_max_bytes", int, "Bytes per shard at most."),
+    # sweeps: the SLURM parameters of a project file's `sweep:` section (defaults in pipeline.experiments.jobs)
+    ConfigFlag("partition", "--partition", "sweep.partition", str, "SLURM partition."),
+    ConfigFlag("gpus", "--gpus", "sweep.gpus", int, "GPUs per job [1]."),
+    ConfigFlag("cpus", "--cpus", "sweep.cpus", int, "CPUs per job [8]."),
+    ConfigFlag("mem_gb", "--mem-gb", "sweep.mem_gb", int, "Memory per job in GB [64]."),
+    ConfigFlag("time_min", "--time", "sweep.time_min", int, "Minutes per job before requeue [600]."),
+    ConfigFlag("array_parallelism", "--array-parallelism", "sweep.array_parallelism", int,
+               "Array tasks running at once [16]."),
 )}
 
 # The flag groups stages share.
 MODEL_FLAGS = ("image_size", "latent_dim", "fusion", "temporal", "ita_dim", "prompts", "prompt_introductions",
                "modality", "vision_encoder", "audio_encoder")
 ENCODER_FLAGS = ("vision_ckpt", "audio_ckpt")
+SWEEP_FLAGS = tuple(name for name, flag in CONFIG_FLAGS.items() if flag.key.startswith("sweep."))
 
 
 @dataclass(frozen=True)
@@ -113,15 +125,21 @@ class ConfigRequest:
         return load_stage_config(self.config_file) if self.config_file is not None else ProjectFile()
 
     def dotted_flags(self) -> dict[str, Any]:
-        """The flags that were given, by dotted key (paths as strings)."""
+        """The run-config flags that were given, by dotted key (paths as strings); not the `sweep.` ones."""
         out: dict[str, Any] = {}
         for name, value in self.flags.items():
             if value is None:
                 continue
             flag = CONFIG_FLAGS.get(name)
             key = flag.key if flag is not None else name
-            out[key] = str(value) if isinstance(value, Path) else value
+            if not key.startswith("sweep."):
+                out[key] = str(value) if isinstance(value, Path) else value
         return out
+
+    def sweep_flags(self) -> dict[str, Any]:
+        """The SLURM parameters given as flags, by their `sweep:` section key (e.g. {"gpus": 2})."""
+        keys = {name: CONFIG_FLAGS[name].key for name in SWEEP_FLAGS}
+        return {keys[n].split(".", 1)[1]: v for n, v in self.flags.items() if n in keys and v is not None}
 
 
 def preset_name(request: ConfigRequest, project: ProjectFile, stage_file: ProjectFile | None = None) -> str:
@@ -163,7 +181,7 @@ def resolve_stage_config(request: ConfigRequest, project: ProjectFile | None = N
     flags = request.dotted_flags()
     flags.update(_implied(flags, request.set_overrides))
     if request.seed is not None:
-        flags["train.seed"] = request.seed
+        flags.setdefault("train.seed", request.seed)
     if needs_dataset:
         flags["dataset"] = stage_dataset(request, project, workspace or Workspace.from_env(), stage_file)
     elif request.dataset or stage_file.dataset:

@@ -14,7 +14,7 @@ import functools
 import logging
 import subprocess
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -113,20 +113,24 @@ def run_provenance(cfg: RunConfig, ws: Workspace, net: torch.nn.Module, device: 
     }
 
 
-def provenance_conflicts(results: Mapping[int, Mapping[str, Any]]) -> list[str]:
-    """One line per data/model provenance field on which the folds' results disagree (empty: they agree).
+def provenance_conflicts(results: Mapping[int, Mapping[str, Any]], *, label: str = "fold",
+                         ignore: Sequence[str] = ()) -> list[str]:
+    """One line per data/model provenance field on which the results disagree (empty: they agree).
 
-    A result without a provenance object (written before provenance existed) counts as unknown.
+    `results` are keyed by fold (or by what `label` names, e.g. "seed"); fields in `ignore` are not
+    compared. A result without a provenance object (written before provenance existed) counts as unknown.
     """
     lines = []
     for field in (*DATA_FIELDS, *MODEL_FIELDS):
+        if field in ignore:
+            continue
         values = {k: sha256_json((r.get("provenance") or {}).get(field, "unknown")) for k, r in results.items()}
         if len(set(values.values())) > 1:
             groups: dict[str, list[int]] = {}
             for k, v in values.items():
                 groups.setdefault(v, []).append(k)
             shown = {v: (results[ks[0]].get("provenance") or {}).get(field, "unknown") for v, ks in groups.items()}
-            parts = [f"fold{'s' if len(ks) > 1 else ''} {','.join(map(str, ks))}: {_short(shown[v])}"
+            parts = [f"{label}{'s' if len(ks) > 1 else ''} {','.join(map(str, ks))}: {_short(shown[v])}"
                      for v, ks in groups.items()]
             lines.append(f"{field} differs ({'; '.join(parts)})")
     return lines

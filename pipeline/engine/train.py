@@ -5,7 +5,7 @@ trainable tensor), cosine schedule stepped per epoch down to 0, batch 8, seed 1,
 cross-entropy; the last epoch's weights are the reported model. Batches stream from the
 shards (`model.forward`) or from the patch-embedding cache (`model.forward_embedded`).
 
-Run directory: config.json (resolved config), metrics.jsonl (one record per epoch),
+Run directory (`<runs>/<name>/seed<s>/fold<k>/`, `Workspace.run_dir`): config.json (resolved config), metrics.jsonl (one record per epoch),
 last.pt (trainable tensors + optimizer + scheduler + every rank's RNG states + epoch, saved
 after every epoch), curves.png, and at the end predictions.csv, confusion.csv/.png and
 result.json. `resume=True` continues from last.pt and reaches the same final metrics as an
@@ -234,7 +234,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
     classes = label_set(cfg.dataset, ws)
     apply_label_set(cfg, classes)
     resolve_run(cfg.validate(), info.device.type)  # config.json records the concrete data choices and precision
-    run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold)
+    run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold, cfg.train.seed)
     state = _prepare_run_dir(run_dir, cfg, info, resume, force)
     if state == "finished":
         log.info("%s: already finished; nothing to resume", run_dir)

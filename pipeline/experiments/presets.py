@@ -3,9 +3,10 @@
 An `Experiment` is a list of rows, each row a set of config overrides (the ablation knobs of
 `model/config.py`) with the paper's published numbers for that row attached. `expand` puts the
 rows on top of a base RunConfig (the `paper` or `tiny` preset plus the user's file/overrides)
-for the requested folds and returns one `Job` per (row, fold): the run name, the resolved and
-validated config, and the run directory `mma train` would use. `mma sweep` submits the jobs;
-`mma sweep report` lays the results out as the paper's table.
+for the requested folds and seeds and returns one `Job` per (row, fold, seed): the run name, the
+resolved and validated config, and the run directory `mma train` would use. `mma sweep` submits
+the jobs; `mma sweep report` lays the results out as the paper's table and compares every row with
+the experiment's reference row (the paper's final model).
 
 Tables 2-7 are the authors' ablations on fold 1 of DFEW at 160 px; their numbers are shown
 for every dataset (labelled "paper (DFEW fold 1)"). Table 1 is the 5-fold mean per image size
@@ -30,6 +31,7 @@ from pipeline.core.config import RunConfig, apply_overrides
 from pipeline.core.errors import MMAError
 from pipeline.core.folds import FOLDS
 from pipeline.core.paths import Workspace
+from pipeline.core.seeds import DEFAULT_SEED
 from pipeline.data.paper import PAPER_TABLE1
 from pipeline.weights.registry import WEIGHTS, fetch_command
 from pipeline.weights.store import find
@@ -50,7 +52,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A paper table reproduced as a sweep: rows x folds."""
+    """A paper table reproduced as a sweep: rows x folds (x seeds). `reference` is the key of the row the
+    others are compared with (the paper's final model)."""
 
     name: str
     table: str
@@ -62,11 +65,12 @@ class Experiment:
     extra_columns: tuple[tuple[str, str], ...] = ()
     # the knobs the rows change (listed by `mma sweep --list`)
     knobs: tuple[str, ...] = field(default=())
+    reference: str = ""
 
 
 @dataclass
 class Job:
-    """One training run of a sweep: a row of an experiment on one fold."""
+    """One training run of a sweep: a row of an experiment on one fold with one seed."""
 
     experiment: str
     row: str
@@ -76,11 +80,12 @@ class Job:
     config: RunConfig
     run_dir: Path
     overrides: dict[str, Any]
+    seed: int = DEFAULT_SEED
 
     @property
     def key(self) -> str:
-        """Stable identifier inside a sweep: `<run name>/fold<k>`."""
-        return f"{self.run_name}/fold{self.fold}"
+        """Stable identifier inside a sweep: `<run name>/seed<s>/fold<k>`."""
+        return f"{self.run_name}/seed{self.seed}/fold{self.fold}"
 
 
 # --------------------------------------------------------------------------- the paper's tables
@@ -97,7 +102,7 @@ def table1(dataset: str = "dfew") -> Experiment:
     return Experiment("table1", "Table 1", "Comparison to SOTA: MMA-DFER at three image sizes", tuple(rows),
                       FOLDS, f"{source.upper()}, 5-fold mean",
                       extra_columns=(("paper UAR*", "uar_2clip"), ("paper WAR*", "war_2clip")),
-                      knobs=("model.image_size",))
+                      knobs=("model.image_size",), reference="s160")
 
 
 def temporal(dataset: str = "dfew") -> Experiment:
@@ -115,7 +120,7 @@ def temporal(dataset: str = "dfew") -> Experiment:
     )
     return Experiment("temporal", "Table 2", "Multimodal Temporal Transformer vs intermediate temporal blocks",
                       rows, (1,), "DFEW fold 1", extra_columns=(("paper params (M)", "params_m"),),
-                      knobs=("model.temporal", "model.ita_dim"))
+                      knobs=("model.temporal", "model.ita_dim"), reference="mtt")
 
 
 def fusion(dataset: str = "dfew") -> Experiment:
@@ -128,7 +133,7 @@ def fusion(dataset: str = "dfew") -> Experiment:
         Row("bottleneck", "Fusion Bottleneck (ours)", {"model.fusion": "bottleneck"}, dict(_FULL_DFEW_F1)),
     )
     return Experiment("fusion", "Table 3", "Comparison of modality fusion approaches", rows, (1,), "DFEW fold 1",
-                      knobs=("model.fusion",))
+                      knobs=("model.fusion",), reference="bottleneck")
 
 
 def _components_row(pr: bool, prpr: bool, mtt: bool, fb: bool, uar: float, war: float) -> Row:
@@ -153,7 +158,7 @@ def components(dataset: str = "dfew") -> Experiment:
         _components_row(True, True, True, True, 66.52, 77.92),
     )
     return Experiment("components", "Table 4", "Ablation of each component", rows, (1,), "DFEW fold 1",
-                      knobs=("model.prompts", "model.temporal", "model.fusion"))
+                      knobs=("model.prompts", "model.temporal", "model.fusion"), reference="pr1-prpr1-mtt1-fb1")
 
 
 def modality(dataset: str = "dfew") -> Experiment:
@@ -165,7 +170,8 @@ def modality(dataset: str = "dfew") -> Experiment:
         Row("both", "MMA-DFER", {"model.modality": "both"}, dict(_FULL_DFEW_F1)),
     )
     return Experiment("modality", "Table 5", "Each modality encoder vs the multimodal MMA-DFER", rows, (1,),
-                      "DFEW fold 1", knobs=("model.modality", "model.prompts", "model.fusion", "model.temporal"))
+                      "DFEW fold 1", knobs=("model.modality", "model.prompts", "model.fusion", "model.temporal"),
+                      reference="both")
 
 
 def latent(dataset: str = "dfew") -> Experiment:
@@ -175,7 +181,8 @@ def latent(dataset: str = "dfew") -> Experiment:
     rows = tuple(Row(f"d{d}", f"{d}", {"model.latent_dim": d}, {"uar": u, "war": w, "params_m": p})
                  for d, (u, w, p) in paper.items())
     return Experiment("latent", "Table 6", "Dimensionality of the latent space", rows, (1,), "DFEW fold 1",
-                      extra_columns=(("paper params (M)", "params_m"),), knobs=("model.latent_dim",))
+                      extra_columns=(("paper params (M)", "params_m"),), knobs=("model.latent_dim",),
+                      reference="d128")
 
 
 
@@ -194,7 +201,7 @@ def prompts(dataset: str = "dfew") -> Experiment:
                                  "model.num_prompts": TOKENS_PER_INTRODUCTION * n})
         rows.append(Row(f"n{n}", f"{n}", over, {"uar": u, "war": w}))
     return Experiment("prompts", "Table 7", "Frequency of progressive prompts", tuple(rows), (1,), "DFEW fold 1",
-                      knobs=("model.prompts", "model.prompt_introductions", "model.num_prompts"))
+                      knobs=("model.prompts", "model.prompt_introductions", "model.num_prompts"), reference="n2")
 
 
 def encoders(dataset: str = "dfew") -> Experiment:
@@ -218,7 +225,7 @@ def encoders(dataset: str = "dfew") -> Experiment:
     )
     return Experiment("encoders", "Encoders", "Frozen encoder pairs under the same adaptation", rows, (1,),
                       "DFEW fold 1, the paper's pair only",
-                      knobs=("model.vision_encoder", "model.audio_encoder", "model.image_size"))
+                      knobs=("model.vision_encoder", "model.audio_encoder", "model.image_size"), reference="paper")
 
 
 EXPERIMENTS: dict[str, Callable[[str], Experiment]] = {
@@ -288,7 +295,7 @@ def list_experiments(dataset: str = "dfew") -> list[dict[str, Any]]:
         out.append({"name": exp.name, "table": exp.table, "title": exp.title,
                     "rows": [r.label for r in exp.rows], "folds": list(exp.default_folds),
                     "jobs": len(exp.rows) * len(exp.default_folds), "knobs": list(exp.knobs),
-                    "paper": exp.paper_source})
+                    "paper": exp.paper_source, "reference": exp.reference})
     return out
 
 
@@ -306,8 +313,9 @@ def run_name(experiment: str, row: str, preset_name: str = "paper") -> str:
 
 
 def expand(experiment: Experiment, base: RunConfig, ws: Workspace, *, folds: list[int] | None = None,
-           preset_name: str = "paper") -> list[Job]:
-    """One Job per (row, fold): base config + the row's overrides, validated, with `mma train`'s run dir.
+           preset_name: str = "paper", seeds: list[int] | None = None) -> list[Job]:
+    """One Job per (row, fold, seed): base config + the row's overrides + `train.seed`, validated, with
+    `mma train`'s run dir. `seeds` default to the base config's seed.
 
     A row whose overrides do not fit the base preset (e.g. 12 prompt introductions on a 4-block
     tiny model) raises MMAError naming the row.
@@ -316,14 +324,17 @@ def expand(experiment: Experiment, base: RunConfig, ws: Workspace, *, folds: lis
     for row in experiment.rows:
         name = run_name(experiment.name, row.key, preset_name)
         for fold in folds or list(experiment.default_folds):
-            cfg = copy.deepcopy(base)
-            try:
-                apply_overrides(cfg, row.overrides)
-                cfg.model.validate()
-            except ValueError as exc:
-                raise MMAError(f"sweep {experiment.name}, row {row.label!r} on the {preset_name} preset: {exc}") from None
-            cfg.name = name
-            cfg.fold = fold
-            jobs.append(Job(experiment.name, row.key, row.label, fold, name, cfg,
-                            ws.run_dir(cfg.dataset, name, fold), dict(row.overrides)))
+            for seed in seeds or [base.train.seed]:
+                cfg = copy.deepcopy(base)
+                try:
+                    apply_overrides(cfg, row.overrides)
+                    cfg.model.validate()
+                except ValueError as exc:
+                    raise MMAError(f"sweep {experiment.name}, row {row.label!r} on the {preset_name} preset: "
+                                   f"{exc}") from None
+                cfg.name = name
+                cfg.fold = fold
+                cfg.train.seed = seed
+                jobs.append(Job(experiment.name, row.key, row.label, fold, name, cfg,
+                                ws.run_dir(cfg.dataset, name, fold, seed), dict(row.overrides), seed))
     return jobs

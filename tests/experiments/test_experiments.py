@@ -109,7 +109,7 @@ def test_folds_override_and_tiny_run_names():
     jobs = expand(get_experiment("fusion"), base, WS, folds=[2, 3], preset_name="tiny")
     assert len(jobs) == 10 and {j.fold for j in jobs} == {2, 3}
     assert jobs[0].run_name == "fusion-none-tiny" and jobs[0].config.model.embed_dim == 64
-    assert str(jobs[0].run_dir).endswith("synth/runs/fusion-none-tiny/fold2")
+    assert str(jobs[0].run_dir).endswith("synth/runs/fusion-none-tiny/seed1/fold2")
 
 
 def test_parse_folds_and_unknown_preset():
