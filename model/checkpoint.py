@@ -4,9 +4,10 @@
   often also pickle Python objects (argparse.Namespace, a metrics recorder, numpy RNG
   state); numpy arrays are rebuilt for real and any other class is replaced by an inert
   placeholder, so no code from the file ever runs and the tensors still load.
-- `load_encoder_checkpoints`: MAE-Face / AudioMAE files (`{'model': state_dict}`, timm
-  names, MAE decoder keys ignored) into the frozen encoders; the positional-embedding grid
-  is resized bicubically (CLS row kept) and the prompt rows keep their own init.
+- `load_encoder_checkpoints`: encoder files in timm names (MAE-Face / AudioMAE's
+  `{'model': state_dict}`, or a bare state dict as timm saves one; MAE decoder keys and
+  classifier heads ignored) into the frozen encoders; the positional-embedding grid is resized bicubically
+  (prefix-token rows kept) and the prompt rows keep their own init.
 - mma checkpoints (`format: "mma-v1"`): the trainable tensors only (or the full state for
   an imported official model, `full_state: True`), the run config, and the encoder
   checkpoints by path + sha256.

@@ -226,11 +226,11 @@ def create_timm_encoder(cfg: Any, which: str) -> Any:
     return _create(name, which, timm_kwargs(cfg, which))
 
 
-def read_geometry(vit: Any, name: str) -> ViTGeometry:
+def read_geometry(vit: Any, name: str, which: str | None = None) -> ViTGeometry:
     """The geometry of a built timm model; ModelConfigError naming what is missing for a model that does not fit."""
     from torch import nn  # torch: only once a model exists
 
-    field = name
+    field = f"model.{which}_encoder={name!r}" if which else name
     needed = ("patch_embed", "blocks", "pos_embed", "cls_token", "norm", "norm_pre", "pos_drop")
     missing = [a for a in needed if not hasattr(vit, a)]
     proj = getattr(getattr(vit, "patch_embed", None), "proj", None)
@@ -308,7 +308,7 @@ def _built_geometry(name: str, which: str, kw_items: tuple[tuple[str, Any], ...]
 
     with torch.device("meta"):
         vit = _create(name, which, dict(kw_items))
-    return read_geometry(vit, name)
+    return read_geometry(vit, name, which)
 
 
 def _create(name: str, which: str, kw: dict[str, Any]) -> Any:
@@ -318,6 +318,9 @@ def _create(name: str, which: str, kw: dict[str, Any]) -> Any:
     except (AssertionError, TypeError, ValueError) as exc:  # timm's checks of the geometry / an unknown kwarg
         shown = ", ".join(f"{k}={v}" for k, v in kw.items() if k not in ("pretrained", "num_classes"))
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "class token" in reason.lower():  # timm: "Token pooling needs the class token."
+            raise ModelConfigError(f"{field}={name!r} has no class token (mma reads the class token out); "
+                                   f"supported: {SUPPORTED}") from None
         raise ModelConfigError(f"{field}={name!r}: timm cannot build it with {shown} ({reason})") from None
 
 

@@ -43,7 +43,7 @@ import torch
 from model.checkpoint import FORMAT, IGNORED_ENCODER_KEYS, safe_torch_load
 from model.config import ModelConfig
 from model.errors import ModelError
-from model.families import encoder_geometry
+from model.families import ViTGeometry, encoder_geometry
 
 KINDS = ("vision-encoder", "audio-encoder", "mma-run", "authors-trained", "unknown")
 # `mma weights check --as` names -> kinds.
@@ -71,15 +71,28 @@ class EncoderGeometry:
         grid = f", {self.pos_grid[0]}x{self.pos_grid[1]} position grid" if self.pos_grid else ""
         heads = f", {self.heads} heads of {HEAD_WIDTH} (assumed)" if self.heads and self.heads > 1 else ""
         prefix = f", {self.prefix_tokens} prefix tokens" if self.prefix_tokens != 1 else ""
-        return f"width {self.width}, depth {self.depth}{heads}, {self.patch_size} px patches{prefix}{grid}"
+        family = f", {self.family} layout" if self.family != "ViT" else ""
+        return f"width {self.width}, depth {self.depth}{heads}, {self.patch_size} px patches{prefix}{grid}{family}"
 
     def shape(self, *, prefix: bool = False) -> str:
-        """Width, depth, patch size (and the prefix tokens when asked): what `compare_geometry` compares."""
+        """Width, depth, patch size (and the prefix tokens when asked): what `compare_geometry` compares, but the family."""
         tail = f", {self.prefix_tokens} prefix token{'s' if self.prefix_tokens != 1 else ''}" if prefix else ""
         return f"width {self.width}, depth {self.depth}, {self.patch_size} px patches{tail}"
 
     def key(self) -> tuple[int, int, int, int]:
+        """(width, depth, patch size, prefix tokens): with `family`, what `compare_geometry` compares."""
         return self.width, self.depth, self.patch_size, self.prefix_tokens
+
+
+def _layout_family(geo: ViTGeometry) -> str:
+    """The family name `_family` gives a state dict of this geometry (the same telltales, the same order)."""
+    if geo.rope:
+        return "EVA-02"
+    if geo.layer_scale:
+        return "DINOv2-style"
+    if geo.pre_norm:
+        return "CLIP-style"
+    return "ViT"
 
 
 def expected_for_encoder(name: str, which: str = "vision", cfg: ModelConfig | None = None) -> EncoderGeometry:
@@ -92,26 +105,31 @@ def expected_for_encoder(name: str, which: str = "vision", cfg: ModelConfig | No
     geo = encoder_geometry(dataclasses.replace(base, **{f"{which}_encoder": name}), which)
     return EncoderGeometry(width=geo.width, depth=geo.depth, heads=geo.heads, patch_size=geo.patch_size[0],
                            in_chans=geo.in_chans, pos_rows=None, pos_grid=None,
-                           prefix_tokens=geo.num_prefix_tokens, family=geo.family, name=name)
+                           prefix_tokens=geo.num_prefix_tokens, family=_layout_family(geo), name=name)
 
 
 def compare_geometry(found: EncoderGeometry, expected: EncoderGeometry, path: str | Path, *, what: str = "this file",
                      flag: str = "", needs: str = "") -> None:
-    """ModelError in one line unless `found` has `expected`'s width, depth, patch size and prefix tokens.
+    """ModelError in one line unless `found` has `expected`'s width, depth, patch size, prefix tokens and family.
 
-    The line names the file, what it has, and the architecture (or `needs`) with what it needs.
+    The line names the file and what it has, then who needs what: `needs` (e.g. "--preset paper")
+    with the architecture in brackets, or else the architecture's name.
     """
-    if found.key() == expected.key():
+    if found.key() == expected.key() and found.family == expected.family:
         return
     prefix = found.prefix_tokens != expected.prefix_tokens or expected.prefix_tokens != 1
+    family = found.family != expected.family
     given = f", given as {flag}" if flag else ""
-    who = needs or expected.name or "the run's model"
     label = _label(expected)
-    raise ModelError(f"{path}: {what} has {found.shape(prefix=prefix)}{given}; {who} needs "
-                     f"{expected.shape(prefix=prefix)}{f' ({label})' if label else ''}")
+    who = needs or label or "the run's model"
+    has = found.shape(prefix=prefix) + (f", {found.family} layout" if family else "")
+    wants = (expected.shape(prefix=prefix) + (f" ({label})" if needs and label else "")
+             + (f", {expected.family} layout" if family else ""))
+    raise ModelError(f"{path}: {what} has {has}{given}; {who} needs {wants}")
 
 
 def _label(expected: EncoderGeometry) -> str:
+    """ "ViT-B/16" for the paper's geometry, else the timm name."""
     if expected.key() == (768, 12, 16, 1) and expected.family == "ViT":
         return "ViT-B/16"
     return expected.name
@@ -133,14 +151,6 @@ class Expected:
     def for_kind(self, kind: str) -> EncoderGeometry:
         """The geometry a file of `kind` ("vision-encoder" | "audio-encoder") must have."""
         return self.audio if kind == "audio-encoder" else self.vision
-
-    def describe(self) -> str:
-        label = _label(self.vision)
-        text = self.vision.shape(prefix=self.vision.prefix_tokens != 1) + (f" ({label})" if label else "")
-        if self.audio.key() != self.vision.key():
-            label = _label(self.audio)
-            text += f"; audio: {self.audio.shape(prefix=self.audio.prefix_tokens != 1)}" + (f" ({label})" if label else "")
-        return text
 
 
 VIT_B = Expected.from_model_config(ModelConfig())

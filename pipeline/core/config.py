@@ -204,7 +204,10 @@ def paper() -> RunConfig:
 
 
 def tiny() -> RunConfig:
-    """Same architecture with a small ViT (width 64, depth 4, 4 heads, S=32) for CPU tests and the demo."""
+    """Same architecture with a small ViT (width 64, depth 4, 4 heads, S=32) for CPU tests and the demo.
+
+    The width/depth/heads are overrides of whatever encoders are named (`--set model.vision_encoder=...`
+    gives that family at this size; its own patch size is kept)."""
     cfg = RunConfig(name="tiny")
     cfg.data.compat = "mma"
     cfg.model = ModelConfig(
@@ -213,7 +216,6 @@ def tiny() -> RunConfig:
         embed_dim=64,
         depth=4,
         num_heads=4,
-        patch_size=16,
         drop_path=0.1,
         mult_dim=32,
         ita_dim=32,
