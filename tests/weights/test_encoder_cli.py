@@ -52,8 +52,8 @@ def test_train_refuses_a_file_of_another_geometry_before_any_work(tmp_path):
     torch.save({"model": sd}, shallow)
     work = tmp_path / "work"
     res = runner.invoke(cli.app, ["--workdir", str(work), "--manifests", str(tmp_path / "m"), "train", "synth",
-                                  "--fold", "1", "--preset", "tiny", "--vision-encoder", DINO,
-                                  "--vision-ckpt", str(shallow)])
+                                  "--fold", "1", "--preset", "tiny", "--vision-encoder", DINO, "--image-size",
+                                  str(2 * tiny_geometry(DINO)["patch_size"]), "--vision-ckpt", str(shallow)])
     assert res.exit_code == 2, res.output
     line = error_line(res)
     assert line.startswith(f"error: {shallow}: this DINOv2-style vision encoder") and "depth 2" in line
