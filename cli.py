@@ -527,7 +527,9 @@ def model_import_official(
 
 WeightsDirOpt = Annotated[Optional[Path], typer.Option(
     "--dir", help="Weights folder (default: weights_dir of the project, <workdir>/weights).")]
-GeometryOpt = Annotated[str, typer.Option("--preset", help="Encoder geometry the files must have: paper (ViT-B/16) | tiny.")]
+GeometryOpt = Annotated[str, typer.Option(
+    "--preset", help="Encoder geometry the files must have: paper (each encoder's architecture at full size; "
+                     "MAE-Face and AudioMAE: ViT-B/16) | tiny.")]
 
 
 def _weights_dir(ctx: typer.Context, folder: Optional[Path]) -> Path:
@@ -561,10 +563,9 @@ def weights_fetch(
     Exit code 0 when every name is present, fetched, or needs a browser (its steps printed);
     1 when a download failed (the others are still tried); 2 for an unknown name.
     """
-    from pipeline.weights.check import expected_geometry
     from pipeline.weights.fetch import fetch_all
 
-    emit(fetch_all(names, _weights_dir(ctx, folder), force=force, expected=expected_geometry(preset_name)))
+    emit(fetch_all(names, _weights_dir(ctx, folder), force=force, preset_name=preset_name))
 
 
 @weights_app.command("add")
@@ -579,10 +580,9 @@ def weights_add(
     force: Annotated[bool, typer.Option("--force", help="Replace a different file already registered.")] = False,
 ) -> None:
     """Register a checkpoint you downloaded: structure check, copy into the weights folder, sha256 recorded."""
-    from pipeline.weights.check import expected_geometry
     from pipeline.weights.store import add
 
-    emit(add(name, file, _weights_dir(ctx, folder), force=force, link=link, expected=expected_geometry(preset_name)))
+    emit(add(name, file, _weights_dir(ctx, folder), force=force, link=link, preset_name=preset_name))
 
 
 @weights_app.command("check")
@@ -591,12 +591,14 @@ def weights_check(
     file: Annotated[Path, typer.Argument(help="A checkpoint file.")],
     as_: Annotated[Optional[str], typer.Option("--as", help="What it must be: vision | audio | mma | authors.")] = None,
     preset_name: GeometryOpt = "paper",
+    encoder: Annotated[Optional[str], typer.Option(
+        "--encoder", help="The timm name (ARCH.TAG) an encoder file must fit (default: the preset's encoder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Say what a checkpoint file is (encoder geometry, MAE leftovers, kind); with --as, fail unless it fits."""
+    """Say what a checkpoint file is (encoder geometry, family, MAE leftovers, kind); with --as, fail unless it fits."""
     from pipeline.weights.check import check_weights_file
 
-    emit(check_weights_file(file, as_=as_, preset_name=preset_name), as_json)
+    emit(check_weights_file(file, as_=as_, preset_name=preset_name, encoder=encoder), as_json)
 
 
 def main() -> None:

@@ -148,12 +148,14 @@ def config_differences(saved: RunConfig, current: RunConfig, ignore: tuple[str, 
     """`field: saved -> current` for every field that matters to the result and differs (dotted keys in
     `ignore` are not compared).
 
-    Compared as resolved: data.compat's "auto" choices on both sides, and a train.precision of
-    "auto" matches what it resolves to on a CPU or a GPU.
+    Compared as resolved: data.compat's "auto" choices and the encoders' input statistics (None: the
+    encoder's own) on both sides, and a train.precision of "auto" matches what it resolves to on a
+    CPU or a GPU.
     """
     saved, current = copy.deepcopy(saved), copy.deepcopy(current)
     for cfg, other in ((saved, current), (current, saved)):
         cfg.data = cfg.data.resolved(cfg.dataset)
+        cfg.model = cfg.model.resolved()
         if cfg.train.precision == "auto" and other.train.precision in {
                 resolve_precision("auto", cfg.data.compat, d) for d in ("cpu", "cuda")}:
             cfg.train.precision = other.train.precision

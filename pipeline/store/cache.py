@@ -18,14 +18,17 @@ shard, via pipeline.prep.cluster) write disjoint chunks in parallel. With the `t
 (S=32, D=64: 8 KiB vision / 32 KiB audio per clip-view) the cap wins: one chunk per shard.
 
 The store's attrs record its provenance (shards, prep hash, sampling, image size, model
-geometry, and per encoder the checkpoint path/sha256 and a hash of the patch-embedding weights
-actually used - which also pins randomly initialised encoders to their seed). `check_cache_matches`
-recomputes that for a config and names the first field that differs. `build_cached_loader`
+geometry, and per encoder its timm name, the weights file's path/sha256 ("random init" when
+none) and a hash of the patch-embedding weights actually used - which also pins randomly
+initialised encoders to their seed). `check_cache_matches` recomputes that for a config and
+names the first field that differs; a cache made with one encoder (name or weights) is never
+read for another: building, `check_cache_matches` and the loader refuse it in one line naming both. `build_cached_loader`
 yields (vision_tokens, audio_tokens, label, clip_id) batches for `forward_embedded`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from model.families import encoder_geometry, encoder_norm
 from pipeline.core.config import RunConfig, saved_run_config, to_dict
 from pipeline.core.device import pick_device
 from pipeline.core.disk import SpaceEstimate, block_bytes, check_space, stop_when_full, tree_bytes
@@ -54,7 +58,7 @@ from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 from pipeline.store.sampling import ClipSampler, clip_rng
 from pipeline.store.shard import read_index, sample_key
 from pipeline.store.stream import iter_clips, loader_kwargs, reader_slot
-from pipeline.weights.resolve import resolve_encoder_checkpoints
+from pipeline.weights.resolve import RANDOM_INIT, describe_identity, encoder_identities, resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -87,27 +91,32 @@ def build_stage1_model(cfg: RunConfig) -> torch.nn.Module:
 
 
 def encoder_provenance(net: torch.nn.Module) -> dict[str, Any]:
-    """Per encoder: checkpoint path + sha256 (None when random) and the patch-embedding weights' hash."""
+    """Per encoder: timm name, weights path + sha256 ("random init" when none) and the patch-embedding
+    weights' hash (None for an encoder the model does not have)."""
+    sources = getattr(net, "encoder_sources", {}) or {}
+    identities = encoder_identities(net.config, sources)
     out = {}
     for which in ("vision", "audio"):
         enc = getattr(net, which, None)
-        source = (getattr(net, "encoder_sources", {}) or {}).get(which) or {}
-        out[which] = {"path": source.get("path"), "sha256": source.get("sha256"),
+        ident = identities.get(which) or {"name": None, "sha256": None}
+        out[which] = {**ident, "path": (sources.get(which) or {}).get("path"),
                       "patch_embed_sha256": _module_sha256(enc.patch_embed if enc is not None else None)}
     return out
 
 
-def _token_counts(cfg: RunConfig) -> tuple[int, int]:
+def _token_shapes(cfg: RunConfig) -> dict[str, tuple[int, int]]:
+    """(patch tokens, width) of each encoder's stage-1 output; (0, width of the other) for an absent one."""
     m = cfg.model
-    nv = (m.image_size // m.patch_size) ** 2 if m.modality in ("both", "vision") else 0
-    na = (m.audio_frames // m.patch_size) * (m.audio_mel_bins // m.patch_size) if m.modality in ("both", "audio") else 0
-    return nv, na
+    shapes = {w: (g.num_patches, g.width) for w in m.encoders() for g in [encoder_geometry(m, w)]}
+    width = next(iter(shapes.values()))[1]
+    return {w: shapes.get(w, (0, width)) for w in ("vision", "audio")}
 
 
 def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) -> dict[str, Any]:
     """What a cache is made from, as a flat {field: value} (the fields check_cache_matches compares)."""
 
     m = cfg.model
+    first = encoder_geometry(m, m.encoders()[0])
     sampling = ClipSampler.from_config(cfg).params()
     return {
         "format": CACHE_FORMAT,
@@ -116,8 +125,9 @@ def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) 
         "shards_sha256": sha256_json([[s["name"], s["sha256"]] for s in index["shards"]]),
         "model.image_size": m.image_size,
         "model.num_frames": m.num_frames,
-        "model.embed_dim": m.embed_dim,
-        "model.patch_size": m.patch_size,
+        "model.embed_dim": first.width,
+        "model.patch_size": first.patch_size[0],
+        "model.vision_norm": [list(n) for n in dataclasses.astuple(encoder_norm(m, "vision"))],
         "model.audio_frames": m.audio_frames,
         "model.audio_mel_bins": m.audio_mel_bins,
         "model.modality": m.modality,
@@ -132,18 +142,38 @@ def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) 
 def _describe(enc: dict[str, Any] | None) -> str:
     if not enc or not enc.get("patch_embed_sha256"):
         return "no encoder"
-    src = f"{enc['path']} (sha256 {str(enc['sha256'])[:12]})" if enc.get("path") else "random init"
-    return f"{src}, patch embedding {enc['patch_embed_sha256'][:12]}"
+    if not enc.get("name"):  # a cache written before encoder names were recorded
+        return f"an unnamed encoder ({enc.get('sha256') or RANDOM_INIT})"
+    return describe_identity(enc)
+
+
+def _identity(enc: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    """(timm name, weights sha256 or "random init") of a stored encoder entry; None for no encoder."""
+    if not enc or not enc.get("patch_embed_sha256"):
+        return None
+    return enc.get("name"), enc.get("sha256") or RANDOM_INIT
 
 
 def _difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """The first field on which a cache's provenance differs from `wanted`, as one line; None when it fits.
+
+    Another encoder (name or weights) is named first: it changes much else (input statistics,
+    geometry). The same encoder whose patch embedding differs (random init under another seed or
+    geometry) comes last, after the plain fields.
+    """
+    encoders = [k for k in wanted if k.startswith("encoders.")]
+    for key in encoders:
+        if _identity(stored.get(key)) != _identity(wanted[key]):
+            return f"{key}: cache made with {_describe(stored.get(key))}, this config gives {_describe(wanted[key])}"
     for key in wanted:
         a, b = stored.get(key), wanted[key]
-        if key.startswith("encoders."):
-            if (a or {}).get("patch_embed_sha256") != b.get("patch_embed_sha256"):
-                return f"{key}: cache made with {_describe(a)}, this config gives {_describe(b)}"
-        elif json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
+        if key not in encoders and json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
             return f"{key}: cache has {a!r}, this config has {b!r}"
+    for key in encoders:
+        a, b = stored.get(key) or {}, wanted[key]
+        if a.get("patch_embed_sha256") != b.get("patch_embed_sha256"):
+            return (f"{key}: cache made with {_describe(a)}, patch embedding {str(a.get('patch_embed_sha256'))[:12]}; "
+                    f"this config gives patch embedding {str(b.get('patch_embed_sha256'))[:12]}")
     return None
 
 
@@ -191,21 +221,22 @@ def _chunk_rows(bytes_per_row: list[int], max_shard: int) -> tuple[int, list[int
 
 def plan_layout(cfg: RunConfig, index: dict[str, Any]) -> dict[str, Any]:
     """Rows per shard (chunk-aligned starts), array shapes and chunks."""
-    nv, na = _token_counts(cfg)
+    shapes = _token_shapes(cfg)
+    (nv, dv), (na, da) = shapes["vision"], shapes["audio"]
     m = cfg.model
     k = cfg.data.cache_views
     views = k + len(TEST_VIEWS)
     audio_views = 1 if cfg.data.audio_window == "start" else views
-    vision_row = m.num_frames * nv * m.embed_dim * 2
-    audio_row = na * m.embed_dim * 2
+    vision_row = m.num_frames * nv * dv * 2
+    audio_row = na * da * 2
     align, (cv, ca) = _chunk_rows([vision_row, audio_row], max(s["count"] for s in index["shards"]))
     shards, row = [], 0
     for s in index["shards"]:
         shards.append({"name": s["name"], "fold": s["fold"], "start": row, "count": s["count"]})
         row += -(-s["count"] // align) * align
     return {"rows": row, "align": align, "views": views, "train_views": k, "audio_views": audio_views,
-            "vision_shape": [row, views, m.num_frames, nv, m.embed_dim], "vision_chunk_rows": cv,
-            "audio_shape": [row, audio_views, na, m.embed_dim], "audio_chunk_rows": ca, "shards": shards,
+            "vision_shape": [row, views, m.num_frames, nv, dv], "vision_chunk_rows": cv,
+            "audio_shape": [row, audio_views, na, da], "audio_chunk_rows": ca, "shards": shards,
             "test_views": {"1": [k], "2": [k + 1, k + 2]}}
 
 
@@ -571,6 +602,11 @@ def build_cached_dataset(cfg: RunConfig, ws: Workspace, split: str, *, epoch: in
     attrs = dict(root.attrs)
     if not attrs.get("complete"):
         raise MMAError(f"{path}: cache is unfinished (rerun `mma cache {cfg.dataset}`)")
+    for which in ("vision", "audio"):  # the cheap half of check_cache_matches: never another encoder's tokens
+        stored = (attrs.get("provenance") or {}).get(f"encoders.{which}") or {}
+        if stored.get("patch_embed_sha256") and stored.get("name") != getattr(cfg.model, f"{which}_encoder"):
+            raise MMAError(f"{path}: cache made with the {which} encoder {_describe(stored)}, this config has "
+                           f"{getattr(cfg.model, f'{which}_encoder')}; rebuild it with `mma cache {cfg.dataset} --force`")
     layout = attrs["layout"]
     valid, fold = root["valid"][:], root["fold"][:]
     mask = valid & split_mask(fold, cfg.fold, split)
