@@ -56,9 +56,15 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
     ConfigFlag("prompt_introductions", "--prompt-introductions", "model.prompt_introductions", int,
                "Progressive prompts: times new prompts enter (3 tokens each, as the authors')."),
     ConfigFlag("modality", "--modality", "model.modality", str, "both | vision | audio."),
+    ConfigFlag("vision_encoder", "--vision-encoder", "model.vision_encoder", str,
+               "Face encoder, a timm name ARCH.TAG (default vit_base_patch16_224.mae_face: MAE-Face)."),
+    ConfigFlag("audio_encoder", "--audio-encoder", "model.audio_encoder", str,
+               "Spectrogram encoder, a timm name ARCH.TAG (default vit_base_patch16_224.audiomae_as2m: AudioMAE)."),
     # encoders
-    ConfigFlag("vision_ckpt", "--vision-ckpt", "vision_ckpt", Path, "MAE-Face checkpoint ({'model': ...})."),
-    ConfigFlag("audio_ckpt", "--audio-ckpt", "audio_ckpt", Path, "AudioMAE checkpoint ({'model': ...})."),
+    ConfigFlag("vision_ckpt", "--vision-ckpt", "vision_ckpt", Path,
+               "Face encoder checkpoint: a file ({'model': ...}) or a name from `mma weights list`."),
+    ConfigFlag("audio_ckpt", "--audio-ckpt", "audio_ckpt", Path,
+               "Spectrogram encoder checkpoint: a file ({'model': ...}) or a name from `mma weights list`."),
     # training
     ConfigFlag("epochs", "--epochs", "train.epochs", int, "Training epochs."),
     ConfigFlag("batch_size", "--batch-size", "train.batch_size", int, "Clips per optimisation step."),
@@ -94,7 +100,7 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
 
 # The flag groups stages share.
 MODEL_FLAGS = ("image_size", "latent_dim", "fusion", "temporal", "ita_dim", "prompts", "prompt_introductions",
-               "modality")
+               "modality", "vision_encoder", "audio_encoder")
 ENCODER_FLAGS = ("vision_ckpt", "audio_ckpt")
 SWEEP_FLAGS = tuple(name for name, flag in CONFIG_FLAGS.items() if flag.key.startswith("sweep."))
 

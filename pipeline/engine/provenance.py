@@ -3,8 +3,8 @@ folds averaged into one mean share it.
 
 A fold's provenance names the code (version, git commit), the data (manifest sha256, prep
 settings hash, shard index sha256, the cache's provenance hash when trained from the cache), the
-model (encoder checkpoints' sha256, the resolved config's hash, the training source), and the
-runtime (torch/timm versions, device, precision). `provenance_conflicts` lists the data and model
+model (each encoder's timm name and weights sha256 or "random init", the resolved config's hash,
+the training source), and the runtime (torch/timm versions, device, precision). `provenance_conflicts` lists the data and model
 fields on which a set of folds disagree, which reports refuse to average unless told otherwise.
 """
 
@@ -23,6 +23,7 @@ from pipeline.core.io import read_json_or, sha256_file, sha256_json
 from pipeline.core.paths import Workspace
 from pipeline.engine.batches import autocast_dtype
 from pipeline.store.cache import stored_provenance
+from pipeline.weights.resolve import encoder_identities
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def run_provenance(cfg: RunConfig, ws: Workspace, net: torch.nn.Module, device: 
         "prep_config_hash": index.get("prep_hash"),
         "shard_index_sha256": sha256_file(index_path) if index_path.is_file() else None,
         "cache_provenance_sha256": cache_hash,
-        "encoders": {w: (sources.get(w) or {}).get("sha256") for w in ("vision", "audio")},
+        "encoders": encoder_identities(cfg.model, sources),
         "config_sha256": config_hash(cfg),
         "source": cfg.train.source,
         "cache_views": cfg.data.cache_views if cfg.train.source == "cache" else None,

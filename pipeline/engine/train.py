@@ -156,6 +156,7 @@ def config_differences(saved: RunConfig, current: RunConfig, ignore: tuple[str, 
     for cfg, other in ((saved, current), (current, saved)):
         cfg.model = cfg.model.resolved()
         cfg.data = cfg.data.resolved(cfg.dataset)
+        cfg.model = cfg.model.resolved()
         if cfg.train.precision == "auto" and other.train.precision in {
                 resolve_precision("auto", cfg.data.compat, d) for d in ("cpu", "cuda")}:
             cfg.train.precision = other.train.precision

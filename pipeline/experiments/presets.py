@@ -11,11 +11,17 @@ the experiment's reference row (the paper's final model).
 Tables 2-7 are the authors' ablations on fold 1 of DFEW at 160 px; their numbers are shown
 for every dataset (labelled "paper (DFEW fold 1)"). Table 1 is the 5-fold mean per image size
 of DFEW or MAFW (MAFW's numbers for `mafw`, DFEW's otherwise).
+
+`encoders` is not a paper table: the same adaptation on other frozen encoder pairs (the paper's
+number is for its own pair only). Its rows name their weights (`vision_ckpt` / `audio_ckpt` set
+to names from `mma weights list`); `bind_weights` turns those into the files in the weights
+folder and sets aside the rows whose files are not there, with the command that would add them.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +33,8 @@ from pipeline.core.folds import FOLDS
 from pipeline.core.paths import Workspace
 from pipeline.core.seeds import DEFAULT_SEED
 from pipeline.data.paper import PAPER_TABLE1
+from pipeline.weights.registry import WEIGHTS, fetch_command
+from pipeline.weights.store import find
 
 # The full model (the last row of Tables 2-7 on DFEW fold 1, 160 px).
 _FULL_DFEW_F1 = {"uar": 66.52, "war": 77.92}
@@ -196,6 +204,30 @@ def prompts(dataset: str = "dfew") -> Experiment:
                       knobs=("model.prompts", "model.prompt_introductions", "model.num_prompts"), reference="n2")
 
 
+def encoders(dataset: str = "dfew") -> Experiment:
+    """Encoder pairs under the paper's adaptation: MAE-Face + AudioMAE against other pre-trained face encoders.
+
+    Each row names its weights. DINOv2's 14 px patches run at 140 px: 10 x 10 patches, the token
+    count (and compute) of the paper's 160 px at 16 px.
+    """
+    audio = {"audio_ckpt": "audiomae"}
+    rows = (
+        Row("paper", "MAE-Face + AudioMAE (paper)", {"vision_ckpt": "mae-face", **audio}, dict(_FULL_DFEW_F1)),
+        Row("clip-b16", "CLIP B/16 + AudioMAE",
+            {"model.vision_encoder": "vit_base_patch16_clip_quickgelu_224.openai",
+             "vision_ckpt": "vit_base_patch16_clip_224.openai", **audio}, {}),
+        Row("dinov2-s14", "DINOv2 S/14 (140 px) + AudioMAE",
+            {"model.vision_encoder": "vit_small_patch14_dinov2.lvd142m", "model.image_size": 140,
+             "vision_ckpt": "vit_small_patch14_dinov2.lvd142m", **audio}, {}),
+        Row("mae-b16", "MAE B/16 (ImageNet) + AudioMAE",
+            {"model.vision_encoder": "vit_base_patch16_224.mae", "vision_ckpt": "vit_base_patch16_224.mae", **audio},
+            {}),
+    )
+    return Experiment("encoders", "Encoders", "Frozen encoder pairs under the same adaptation", rows, (1,),
+                      "DFEW fold 1, the paper's pair only",
+                      knobs=("model.vision_encoder", "model.audio_encoder", "model.image_size"), reference="paper")
+
+
 EXPERIMENTS: dict[str, Callable[[str], Experiment]] = {
     "table1": table1,
     "temporal": temporal,
@@ -204,7 +236,47 @@ EXPERIMENTS: dict[str, Callable[[str], Experiment]] = {
     "modality": modality,
     "latent": latent,
     "prompts": prompts,
+    "encoders": encoders,
 }
+
+WEIGHT_FIELDS = ("vision_ckpt", "audio_ckpt")  # row overrides that name a checkpoint of `mma weights list`
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row left out because its weights are not in the weights folder, and the commands that add them."""
+
+    key: str
+    label: str
+    missing: tuple[str, ...]
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        return tuple(fetch_command(name) for name in self.missing)
+
+    def text(self) -> str:
+        return f"skipped {self.key} ({self.label}): no {', '.join(self.missing)} in the weights folder; " + \
+            "; ".join(f"`{c}`" for c in self.commands)
+
+
+def missing_weights(row: Row, folder: Path) -> tuple[str, ...]:
+    """The checkpoint names `row` uses that are not in the weights folder `folder`."""
+    names = [row.overrides[f] for f in WEIGHT_FIELDS if row.overrides.get(f) in WEIGHTS]
+    return tuple(n for n in names if find(n, folder) is None)
+
+
+def bind_weights(experiment: Experiment, folder: Path) -> tuple[Experiment, list[SkippedRow]]:
+    """`experiment` with its rows' checkpoint names replaced by their files in `folder`, without the rows
+    whose files are missing (returned as SkippedRow)."""
+    rows, skipped = [], []
+    for row in experiment.rows:
+        missing = missing_weights(row, folder)
+        if missing:
+            skipped.append(SkippedRow(row.key, row.label, missing))
+            continue
+        bound = {k: str(find(v, folder)) if k in WEIGHT_FIELDS and v in WEIGHTS else v for k, v in row.overrides.items()}
+        rows.append(Row(row.key, row.label, bound, row.paper))
+    return dataclasses.replace(experiment, rows=tuple(rows)), skipped
 
 
 def get_experiment(name: str, dataset: str = "dfew") -> Experiment:

@@ -1,6 +1,7 @@
 """A sweep's table: the experiment's rows (paper order), mean over folds and seeds with its spread and 95%
 bootstrap interval, the paper's numbers alongside, each row's paired difference from the reference row,
-missing folds flagged; written as report.md, report.csv, report.json and report.png.
+missing folds flagged, rows never run for want of their weights marked skipped (with the command that
+adds them); written as report.md, report.csv, report.json and report.png.
 
 A row is compared with the reference (the paper's final model, or `against`) only on the same
 (seed, fold) runs tested on the same clips: the difference of the means, and its interval from
@@ -21,7 +22,7 @@ from pipeline.core.io import atomic_write_json, atomic_write_text
 from pipeline.core.paths import Workspace
 from pipeline.core.plots import plot_ours_vs_paper
 from pipeline.core.seeds import DEFAULT_SEED, run_folders
-from pipeline.experiments.presets import get_experiment, run_name, sweep_id
+from pipeline.experiments.presets import SkippedRow, get_experiment, missing_weights, run_name, sweep_id
 from pipeline.experiments.state import entry_seed, job_status, read_state, sweep_dir
 from pipeline.results.report import (
     METRICS,
@@ -107,8 +108,10 @@ def sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_na
         sources = sorted({str(r.get("source") or (r.get("provenance") or {}).get("source") or "-")
                           for r in per_unit.values()})
         folds_of = sorted({k for _, k in units})
+        absent = missing_weights(row, ws.weights) if not tried[row.key] else ()
         rows.append({
             "row": row.key, "label": row.label, "run_name": name, "folds": folds_of, "ran": bool(tried[row.key]),
+            "skipped": SkippedRow(row.key, row.label, absent).text() if absent else None,
             "folds_ok": sorted({k for _, k in per_unit}), "missing": missing,
             "mean": spread["mean"] if spread else {m: None for m in METRICS}, "paper": dict(row.paper),
             "source": "+".join(sources) if per_unit else "-", "provenance_conflicts": conflicts,
@@ -204,6 +207,8 @@ def fmt_difference(comparison: Mapping[str, Any], metric: str) -> str:
 
 
 def _status(r: Mapping[str, Any], reference_label: str) -> str:
+    if r.get("skipped"):
+        return r["skipped"]
     status = "not run" if not r["ran"] else ("ok" if not r["missing"] else "MISSING: " + ", ".join(r["missing"]))
     if r["mixed_refused"]:
         status = "MIXED (not averaged): " + "; ".join(r["provenance_conflicts"])

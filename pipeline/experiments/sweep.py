@@ -39,6 +39,7 @@ from pipeline.experiments.presets import (
     EXPERIMENTS,
     Experiment,
     Job,
+    bind_weights,
     expand,
     get_experiment,
     list_experiments,
@@ -121,6 +122,7 @@ class SweepRun(StageResult):
     failed: int
     sweep_dir: str
     status_command: str
+    skipped: tuple[str, ...] = ()  # rows left out: their weights are not in the weights folder (with the command)
 
     def text(self) -> str:
         return self.summary
@@ -203,7 +205,10 @@ def run_sweep(experiment_name: str, *, dataset: str, folds: str | None, executor
     if executor not in EXECUTORS:
         raise MMAError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
 
-    experiment = _select_rows(get_experiment(experiment_name, dataset), rows)
+    experiment, skipped_rows = bind_weights(_select_rows(get_experiment(experiment_name, dataset), rows), ws.weights)
+    skipped = tuple(r.text() for r in skipped_rows)
+    if not experiment.rows:
+        raise MMAError(f"sweep {experiment.name}: no row has its weights in {ws.weights}: {'; '.join(skipped)}")
     base = copy.deepcopy(base_config)
     base.dataset = dataset
     jobs = expand(experiment, base, ws, folds=parse_folds(folds), preset_name=preset_name,
@@ -217,10 +222,11 @@ def run_sweep(experiment_name: str, *, dataset: str, folds: str | None, executor
     plan = plan_jobs(jobs, state, force=force)
     header = (f"sweep {sid}: {experiment.table} ({experiment.title}), {len(jobs)} job(s): {len(plan['submit'])} to "
               f"run, {len(plan['done'])} done, {len(plan['active'])} queued/running; executor {executor}")
+    header += "".join(f"\n{line}" for line in skipped)
     status_command = follow_up_command("status", experiment.name, dataset, preset_name)
 
     def result(summary: str, submitted: int = 0, failed: int = 0) -> SweepRun:
-        return SweepRun(sid, summary, len(jobs), submitted, failed, str(directory), status_command)
+        return SweepRun(sid, summary, len(jobs), submitted, failed, str(directory), status_command, skipped)
 
     if dry_run:
         extra = ""

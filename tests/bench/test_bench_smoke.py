@@ -75,6 +75,20 @@ def test_predict_bench_runs_on_a_synth_clip(synth_root, tmp_path, capsys):
     assert "s_per_min_full" in capsys.readouterr().out
 
 
+def test_dfew_scale_bench_runs_on_a_few_clips(tmp_path, capsys):
+    out = tmp_path / "dfew_scale.json"
+    result = _load("dfew_scale").main(["--clips", "60", "--baseline", "25", "--frames", "2", "--size", "16",
+                                       "--rounds", "1", "--workers", "0", "--scratch", str(tmp_path / "scratch"),
+                                       "--json", str(out)])
+    assert result["clips"] == {"baseline": 25, "full": 60}
+    steps = {r["step"]: r for r in result["rows"]}
+    assert set(steps) == {"manifest", "prep space", "check", "shard", "loader start", "report", "sweep status"}
+    assert all(r["us_per_clip_full"] > 0 and r["ratio"] > 0 for r in steps.values())
+    saved = json.loads(out.read_text())
+    assert saved["goal_ratio"] == 1.2 and saved["worst_ratio"] == max(r["ratio"] for r in saved["rows"])
+    assert "per-clip cost ratio <= 1.2" in capsys.readouterr().out
+
+
 def test_report_uncertainty_bench_runs_on_a_small_run(tmp_path, capsys):
     out = tmp_path / "report_uncertainty.json"
     result = _load("report_uncertainty").main(["--clips", "300", "--seeds", "2", "--resamples", "50",

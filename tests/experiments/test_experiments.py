@@ -28,6 +28,7 @@ EXPECTED = {
     "modality": (3, 1),
     "latent": (4, 1),
     "prompts": (5, 1),
+    "encoders": (4, 1),
 }
 
 
