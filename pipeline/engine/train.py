@@ -154,7 +154,6 @@ def config_differences(saved: RunConfig, current: RunConfig, ignore: tuple[str, 
     """
     saved, current = copy.deepcopy(saved), copy.deepcopy(current)
     for cfg, other in ((saved, current), (current, saved)):
-        cfg.model = cfg.model.resolved()
         cfg.data = cfg.data.resolved(cfg.dataset)
         cfg.model = cfg.model.resolved()
         if cfg.train.precision == "auto" and other.train.precision in {
