@@ -352,9 +352,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("pipeline").setLevel(logging.ERROR)  # per-clip warnings (frame counts) are expected here
     torch.set_num_threads(1)
     with contextlib.ExitStack() as stack:
+        quiet = logging.getLogger("pipeline")  # per-clip warnings (frame counts) are expected here
+        stack.callback(quiet.setLevel, quiet.level)  # restored: a caller in the same process keeps its logging
+        quiet.setLevel(logging.ERROR)
         if args.scratch is None:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mma-bench-dfew-")))
         else:

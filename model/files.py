@@ -13,10 +13,25 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # read once at import (setting it back at once), before any worker threads start
+    os.umask(mask)
+    return mask
+
+
+UMASK = _process_umask()
+FILE_MODE = 0o666 & ~UMASK  # what open() would give a new file: a shared workdir stays readable by the group
+DIR_MODE = 0o777 & ~UMASK
+
+
 def tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
-    """A new empty temporary file next to `path` (same filesystem, so a rename is atomic)."""
+    """A new empty temporary file next to `path` (same filesystem, so a rename is atomic), with the mode a
+    plainly created file would have (mkstemp's own 0600 would make every finished file private)."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
     return Path(name)
 
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from model.files import atomic_path, sha256_file, tmp_sibling
+from model.files import DIR_MODE, atomic_path, sha256_file, tmp_sibling
 from pipeline.core.errors import MMAError
 
 __all__ = [
@@ -69,6 +69,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (refusing to overwrite)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, DIR_MODE)  # mkdtemp's 0700 would make the finished folder private
     try:
         yield tmp
         if path.exists():
