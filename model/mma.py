@@ -23,6 +23,7 @@ import logging
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from model.config import ModelConfig
 from model.encoders import PromptedViT, build_audio_encoder, build_vision_encoder
@@ -104,6 +105,13 @@ class MMADFER(nn.Module):
         # Which checkpoint each encoder holds ({"path", "sha256"}); None = random weights.
         self.encoder_sources: dict[str, dict | None] = {"vision": None, "audio": None}
         self._random_warning_done = False
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each encoder block's activations in the backward pass instead of storing them
+        (torch.utils.checkpoint, non-reentrant; training with gradients only): less memory for large
+        batches, about one more forward of the encoders in time, the same gradients."""
+        self.grad_checkpointing = bool(enable)
 
     @staticmethod
     def _prompts(cfg: ModelConfig) -> PromptTokens | None:
@@ -170,7 +178,8 @@ class MMADFER(nn.Module):
         self, vision_tokens: torch.Tensor, audio_tokens: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The encoders with prompts and fusion: -> frame CLS (n, T, D) and audio CLS (n, D) (None if absent)."""
-        self._warn_if_random()
+        if not torch.compiler.is_compiling():  # a Python side effect: kept out of compiled graphs
+            self._warn_if_random()
         cfg = self.config
         n = audio_tokens.shape[0] if self.audio is not None else vision_tokens.shape[0]
         v = a = None
@@ -196,9 +205,9 @@ class MMADFER(nn.Module):
 
         for i in range(cfg.depth):
             if a is not None:
-                a = self.audio.blocks[i](a)  # type: ignore[union-attr]
+                a = self._block(self.audio.blocks[i], a)  # type: ignore[union-attr]
             if v is not None:
-                v = self.vision.blocks[i](v)  # type: ignore[union-attr]
+                v = self._block(self.vision.blocks[i], v)  # type: ignore[union-attr]
             if self.fusion is not None:
                 fuse: GatedFusion = self.fusion[i]  # type: ignore[assignment]
                 ita = self.ita[i] if self.ita_in_bottleneck else None  # type: ignore[index]
@@ -213,6 +222,12 @@ class MMADFER(nn.Module):
         v_cls = self.vision.finish(v).view(n, t, -1) if v is not None else None  # type: ignore[union-attr]
         a_cls = self.audio.finish(a) if a is not None else None  # type: ignore[union-attr]
         return v_cls, a_cls
+
+    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One encoder block, checkpointed when `set_grad_checkpointing` asked for it and gradients flow."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
     def _standalone_ita(self, i: int, v: torch.Tensor, n: int) -> torch.Tensor:
         bt, lv, dim = v.shape
