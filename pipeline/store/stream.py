@@ -386,8 +386,12 @@ def collate(batch: list[tuple[torch.Tensor, torch.Tensor, int, str]]) -> tuple[t
 
 def loader_kwargs(num_workers: int) -> dict[str, Any]:
     """DataLoader options shared with the cached loader: pinned memory on GPU; with workers, persistent
-    ones (a run re-iterates one loader per split, `set_epoch` between epochs) prefetching 4 batches each."""
-    kw: dict[str, Any] = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
+    ones (a run re-iterates one loader per split, `set_epoch` between epochs) prefetching 4 batches each.
+    Its own generator: starting an iteration draws worker seeds from it, never from the global RNG, so a
+    resumed run's stochastic depth sees the same random stream as an uninterrupted one (the readers
+    seed their own randomness from train.seed, the epoch and the clip)."""
+    kw: dict[str, Any] = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available(),
+                          "generator": torch.Generator().manual_seed(0)}
     if num_workers > 0:
         kw.update(persistent_workers=True, prefetch_factor=4)
     return kw
