@@ -33,7 +33,7 @@ def bench_workers(root: Path, scratch: Path, worker_counts: list[int], crop_size
         ws = Workspace(scratch / f"work-{n}", scratch / f"manifests-{n}")
         cfg = DataConfig(crop_size=crop_size)
         start = time.perf_counter()
-        summary = run_prep("synth", root, ws, cfg, workers=n, threads_per_worker=1, cluster="local")
+        summary = run_prep("synth", root, ws, cfg, workers=n, threads_per_worker=1, cluster="local").summary
         wall = time.perf_counter() - start
         rows.append({"workers": n, "clips": summary["processed"], "clips_ok": summary["clips_ok"],
                      "seconds": round(wall, 2), "clips_per_s": round(summary["processed"] / wall, 3)})

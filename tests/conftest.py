@@ -74,7 +74,7 @@ def prepped(synth_root: Path, workspace, test_data_config) -> dict:
     """`mma prep synth` run in-process on `synth_root`; returns the summary."""
     from pipeline.prep import run as prep
 
-    return prep.run_prep("synth", synth_root, workspace, test_data_config, cluster="serial")
+    return prep.run_prep("synth", synth_root, workspace, test_data_config, cluster="serial").summary
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +82,7 @@ def sharded(prepped: dict, workspace, test_data_config) -> dict:
     """`mma shard synth` on the prepped data; returns the shard index."""
     from pipeline.store import shard
 
-    return shard.run_shard("synth", workspace, test_data_config)
+    return shard.run_shard("synth", workspace, test_data_config).index
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from model.config import ModelConfig
 from pipeline.core.errors import ConfigError
 from pipeline.core.folds import check_fold
+from pipeline.core.io import atomic_write_json
 
 # The allowed values of every choice field, defined once; `check_choice` is the one validation.
 COMPAT_MODES = ("mma", "authors")  # our data-side choices | the authors' code, choice by choice
@@ -437,8 +438,6 @@ def resolve_config(
 
 def save_resolved_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as JSON (atomically) and return the path."""
-    from pipeline.core.io import atomic_write_json
-
     return atomic_write_json(Path(path), to_dict(cfg))
 
 

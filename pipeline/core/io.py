@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from model.files import atomic_path, sha256_file, tmp_sibling
+from pipeline.core.errors import MMAError
 
 __all__ = [
     "append_jsonl", "atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
@@ -89,8 +90,6 @@ _REQUIRED = object()
 def read_json(path: str | Path, missing_hint: str = "", *, default: Any = _REQUIRED) -> Any:
     """Parse a JSON file. A missing file returns `default` if one is given, else is an MMAError
     naming it (plus a hint on what to run); an unreadable file is always an MMAError naming it."""
-    from pipeline.core.errors import MMAError
-
     path = Path(path)
     if not path.is_file():
         if default is not _REQUIRED:

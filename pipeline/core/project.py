@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from pipeline.core.config import load_config_file
 from pipeline.core.errors import ConfigError, MMAError
-from pipeline.core.paths import Workspace
+from pipeline.core.paths import DEFAULT_MANIFESTS, DEFAULT_WORKDIR, Workspace
 
 PROJECT_FILE_NAME = "mma.yaml"
 CONFIG_ENV = "MMA_CONFIG"
@@ -147,8 +147,6 @@ def load_stage_config(path: str | Path) -> ProjectFile:
 
 def project_workspace(project: ProjectFile, workdir: Path | None, manifests: Path | None) -> Workspace:
     """The Workspace: flag/env values first, then the project file, then the defaults."""
-    from pipeline.core.paths import DEFAULT_MANIFESTS, DEFAULT_WORKDIR
-
     return Workspace(
         workdir if workdir is not None else project.workdir or Path(DEFAULT_WORKDIR),
         manifests if manifests is not None else project.manifests or Path(DEFAULT_MANIFESTS),

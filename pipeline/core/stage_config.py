@@ -79,12 +79,21 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
     # shards
     ConfigFlag("max_clips", "--max-clips", "data.shard_max_clips", int, "Clips per shard at most."),
     ConfigFlag("max_bytes", "--max-bytes", "data.shard_max_bytes", int, "Bytes per shard at most."),
+    # sweeps: the SLURM parameters of a project file's `sweep:` section (defaults in pipeline.experiments.jobs)
+    ConfigFlag("partition", "--partition", "sweep.partition", str, "SLURM partition."),
+    ConfigFlag("gpus", "--gpus", "sweep.gpus", int, "GPUs per job [1]."),
+    ConfigFlag("cpus", "--cpus", "sweep.cpus", int, "CPUs per job [8]."),
+    ConfigFlag("mem_gb", "--mem-gb", "sweep.mem_gb", int, "Memory per job in GB [64]."),
+    ConfigFlag("time_min", "--time", "sweep.time_min", int, "Minutes per job before requeue [600]."),
+    ConfigFlag("array_parallelism", "--array-parallelism", "sweep.array_parallelism", int,
+               "Array tasks running at once [16]."),
 )}
 
 # The flag groups stages share.
 MODEL_FLAGS = ("image_size", "latent_dim", "fusion", "temporal", "ita_dim", "prompts", "prompt_introductions",
                "modality")
 ENCODER_FLAGS = ("vision_ckpt", "audio_ckpt")
+SWEEP_FLAGS = tuple(name for name, flag in CONFIG_FLAGS.items() if flag.key.startswith("sweep."))
 
 
 @dataclass(frozen=True)
@@ -107,15 +116,21 @@ class ConfigRequest:
         return load_stage_config(self.config_file) if self.config_file is not None else ProjectFile()
 
     def dotted_flags(self) -> dict[str, Any]:
-        """The flags that were given, by dotted key (paths as strings)."""
+        """The run-config flags that were given, by dotted key (paths as strings); not the `sweep.` ones."""
         out: dict[str, Any] = {}
         for name, value in self.flags.items():
             if value is None:
                 continue
             flag = CONFIG_FLAGS.get(name)
             key = flag.key if flag is not None else name
-            out[key] = str(value) if isinstance(value, Path) else value
+            if not key.startswith("sweep."):
+                out[key] = str(value) if isinstance(value, Path) else value
         return out
+
+    def sweep_flags(self) -> dict[str, Any]:
+        """The SLURM parameters given as flags, by their `sweep:` section key (e.g. {"gpus": 2})."""
+        keys = {name: CONFIG_FLAGS[name].key for name in SWEEP_FLAGS}
+        return {keys[n].split(".", 1)[1]: v for n, v in self.flags.items() if n in keys and v is not None}
 
 
 def preset_name(request: ConfigRequest, project: ProjectFile, stage_file: ProjectFile | None = None) -> str:

@@ -49,6 +49,7 @@ from pipeline.engine.distributed import (
 )
 from pipeline.engine.metrics import classification_metrics
 from pipeline.engine.provenance import run_provenance
+from pipeline.store.cache import check_cache_matches
 from pipeline.store.shard import read_index
 from pipeline.store.stream import split_clip_ids
 from pipeline.weights.resolve import check_trained_checkpoint, resolve_encoder_checkpoints
@@ -372,12 +373,23 @@ def default_eval_dir(ws: Workspace, cfg: RunConfig, checkpoint: str | Path) -> P
     return ws.runs_dir(cfg.dataset) / "eval" / label / f"fold{cfg.fold}"
 
 
-def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *, official: bool = False,
-                        out_dir: str | Path | None = None, allow_partial: bool = False) -> FoldResult:
-    """Evaluate a checkpoint on fold cfg.fold; writes eval.json, predictions, confusion into out_dir.
+def fold_checkpoint(cfg: RunConfig, ws: Workspace) -> Path:
+    """The fold's own trained checkpoint (last.pt of cfg.name's run of cfg.fold); one-line error if absent."""
+    checkpoint = ws.run_dir(cfg.dataset, cfg.name, cfg.fold) / "last.pt"
+    if not checkpoint.is_file():
+        raise MMAError(f"{checkpoint}: no checkpoint for fold {cfg.fold}; train it with "
+                       f"`mma train {cfg.dataset} --fold {cfg.fold}` or pass --checkpoint")
+    return checkpoint
 
-    out_dir defaults to `default_eval_dir`.
+
+def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path | None = None, *,
+                        official: bool = False, out_dir: str | Path | None = None,
+                        allow_partial: bool = False) -> FoldResult:
+    """Evaluate a checkpoint (default: the fold's own run, `fold_checkpoint`) on fold cfg.fold; writes
+    eval.json, predictions, confusion into out_dir (default `default_eval_dir`).
     """
+    if checkpoint is None:
+        checkpoint = fold_checkpoint(cfg, ws)
     check_trained_checkpoint(checkpoint, official=official)
     cfg = resolve_encoder_checkpoints(cfg, ws, fill=False)  # the checkpoint names its own encoders
     classes = label_set(cfg.dataset, ws)
@@ -388,8 +400,6 @@ def evaluate_checkpoint(cfg: RunConfig, ws: Workspace, checkpoint: str | Path, *
         if official:
             warn_if_prep_differs(run_cfg, ws)
         if run_cfg.train.source == "cache":
-            from pipeline.store.cache import check_cache_matches
-
             check_cache_matches(run_cfg, ws)
         net.to(info.device)
         result = evaluate_model(net, run_cfg, ws, info=info, two_clip=True, allow_partial=allow_partial)

@@ -9,8 +9,11 @@ from typing import Any
 
 from model.summary import format_summary, summarize_config
 from pipeline.core.config import RunConfig
+from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
+from pipeline.core.project import ProjectFile
 from pipeline.core.results import StageResult
+from pipeline.core.stage_config import ConfigRequest, stage_dataset
 from pipeline.data.datasets import apply_label_set
 from pipeline.data.manifest import label_set
 from pipeline.engine.flops import count_flops
@@ -37,3 +40,12 @@ def summarize_run(cfg: RunConfig, dataset: str, ws: Workspace | None = None) -> 
     """The summary of `cfg`'s network with the classifier sized for `dataset`'s label set."""
     apply_label_set(cfg, label_set(dataset, ws))
     return ModelSummary({**summarize_config(cfg.model), **count_flops(cfg.model)})
+
+
+def summary_dataset(request: ConfigRequest, project: ProjectFile, ws: Workspace) -> str:
+    """The label set a summary is sized for: the dataset named or configured, else the only one
+    prepared, else DFEW's (a summary needs no data)."""
+    try:
+        return stage_dataset(request, project, ws)
+    except MMAError:
+        return "dfew"

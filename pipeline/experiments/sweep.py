@@ -245,8 +245,9 @@ def sweep_command(target: Sequence[str], *, request: ConfigRequest, project: Pro
     """`mma sweep PRESET | status [PRESET] | report PRESET` for the dataset and preset `request` resolves.
 
     PRESET submits (or runs locally) the experiment's jobs with the config `request` resolves
-    (`pipeline.core.stage_config`), the SLURM options `slurm` over the `sweep:` sections of the
-    project file and the --config file; `status` follows the jobs; `report` writes the table.
+    (`pipeline.core.stage_config`), the SLURM options `slurm` (else the request's --partition,
+    --gpus, ... flags) over the `sweep:` sections of the project file and the --config file;
+    `status` follows the jobs; `report` writes the table.
     """
     ws = workspace
     stage_file = request.stage_file()
@@ -270,6 +271,7 @@ def sweep_command(target: Sequence[str], *, request: ConfigRequest, project: Pro
     if args:
         raise MMAError(f"mma sweep: unexpected arguments after {verb!r}: {' '.join(args)}")
     base_config = resolve_stage_config(request, project, ws)
+    slurm = {**request.sweep_flags(), **(slurm or {})}
     section = sweep_section([(layer.path, layer.sweep) for layer in (project, stage_file)])
     return run_sweep(verb, dataset=dataset, folds=folds, executor=executor, base_config=base_config,
                      preset_name=preset_name, workspace=ws, slurm=slurm, sweep_section=section, rows=rows,

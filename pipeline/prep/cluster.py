@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
+from pipeline.core.errors import MMAError
 from pipeline.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ def _slurm_cluster(spec: ClusterSpec) -> Any:
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError as exc:  # optional extra
-        from pipeline.core.errors import MMAError
-
         raise MMAError("--cluster slurm needs dask-jobqueue: pip install 'mma[slurm]'") from exc
     cluster = SLURMCluster(**slurm_cluster_options(spec))
     cluster.scale(jobs=spec.workers)
@@ -66,8 +65,6 @@ def _slurm_cluster(spec: ClusterSpec) -> Any:
 def open_client(spec: ClusterSpec) -> Iterator[Any]:
     """Yield a distributed.Client (local or SLURM), or None for in-process execution."""
     if spec.kind not in CLUSTER_KINDS:
-        from pipeline.core.errors import MMAError
-
         raise MMAError(f"--cluster {spec.kind!r} is not one of {', '.join(CLUSTER_KINDS)}")
     if spec.kind == "serial":
         yield None

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.core.config import FACE_SELECT_MODES, check_choice
+from pipeline.core.device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ DETECT_BATCH = 32
 
 def default_device() -> str:
     """MTCNN's device when none is given: the trainer's rule (this rank's GPU if any, else CPU)."""
-    from pipeline.core.device import pick_device
-
     return str(pick_device(None, int(os.environ.get("LOCAL_RANK", "0"))))
 
 

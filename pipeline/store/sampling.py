@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from pipeline.core.config import AUDIO_WINDOWS, FRAME_ORDERS, RunConfig, check_choice
+from pipeline.core.errors import MMAError
 from pipeline.prep.audio import FBANK_ROWS_PER_SECOND
 
 FBANK_MEAN = -4.2677393
@@ -305,8 +306,6 @@ def load_clip_dir(path: str | Path) -> dict[str, Any]:
     Frames are ordered numerically by file stem (`10.jpg` after `9.jpg`). Raises MMAError
     naming the folder when meta.json, the frames or fbank.npy are missing or unreadable.
     """
-    from pipeline.core.errors import MMAError
-
     path = Path(path)
     try:
         meta = json.loads((path / "meta.json").read_text())

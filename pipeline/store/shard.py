@@ -40,6 +40,8 @@ from pipeline.core.io import (
 from pipeline.core.paths import Workspace
 from pipeline.core.progress import progress_bar
 from pipeline.core.results import StageResult
+from pipeline.data.manifest import read_manifest
+from pipeline.prep.clip import clip_is_done
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +168,6 @@ def _reusable(previous: dict[str, Any] | None, planned: dict[str, Any], prep_has
 
 def _finished_clips(dataset: str, ws: Workspace) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], int]:
     """(prep hash, clip entries to shard, clips left out with the reason, manifest rows) from prep's output."""
-    from pipeline.data.manifest import read_manifest
-    from pipeline.prep.clip import clip_is_done
-
     prep_dir = ws.prep_dir(dataset)
     config_path = prep_dir / "prep_config.json"
     prep_hash = read_json(config_path, f"run `mma prep {dataset}` first").get("hash")

@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
+from pipeline.results.report import ReportResult
 
 runner = CliRunner()
 
@@ -70,7 +71,7 @@ def test_workdir_from_environment(monkeypatch, tmp_path):
 
     def fake_report(dataset, ws, runs_dir=None, **options):
         seen["workdir"] = ws.workdir
-        return {"markdown": "| fold | UAR |", "refused": []}
+        return ReportResult({"refused": []}, "| fold | UAR |")
 
     import pipeline.results.report
 

@@ -12,6 +12,7 @@ import cli
 from pipeline.core.errors import ConfigError, MMAError
 from pipeline.core.paths import Workspace
 from pipeline.core.project import ProjectFile, load_project, resolve_dataset
+from pipeline.engine.evaluate import FoldResult
 
 runner = CliRunner()
 
@@ -95,7 +96,7 @@ def test_config_precedence_preset_project_file_set_flags(tmp_path, monkeypatch):
 
     def fake_train_fold(cfg, ws, **kwargs):
         seen["cfg"] = cfg
-        return {"uar": 0.0, "fold": cfg.fold}
+        return FoldResult(cfg.dataset, cfg.fold, 0.0, 0.0, 0.0, 0.0, False, Path("."), {})
 
     import pipeline.engine.train
 

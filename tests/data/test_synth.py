@@ -119,7 +119,7 @@ def test_refuses_non_empty_out_unless_force(tmp_path: Path):
     with pytest.raises(MMAError, match="not empty"):
         make_synth_dataset(out, clips_per_class=1, seconds=0.2, classes=1)
     summary = make_synth_dataset(out, clips_per_class=1, seconds=0.2, classes=1, force=True)
-    assert summary["clips"] == 1 and not (out / "keep.txt").exists()
+    assert summary.clips == 1 and not (out / "keep.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 

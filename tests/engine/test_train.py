@@ -10,7 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
+from pipeline.core.config import resolve_run, to_dict
 from pipeline.core.errors import MMAError
+from pipeline.core.project import ProjectFile
+from pipeline.core.stage_config import ConfigRequest, resolve_stage_config
+from pipeline.data.datasets import apply_label_set
+from pipeline.data.manifest import label_set
 
 # A tiny model on 34 synth clips with random frozen encoders is fragile: whether it learns depends on
 # the seed (encoders, order). Measured with the uniform per-epoch order (fold 1, UAR over seeds 1/2/3/5):
@@ -45,7 +50,7 @@ def full_run(sharded, workspace, test_data_config, tmp_path_factory):
     from pipeline.engine import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "full" / "fold1"
-    result = train.train_fold(_cfg(test_data_config), workspace, run_dir=run_dir)
+    result = train.train_fold(_cfg(test_data_config), workspace, run_dir=run_dir).record
     return run_dir, result
 
 
@@ -101,7 +106,7 @@ def test_resume_after_kill_matches_uninterrupted(full_run, workspace, test_data_
     with pytest.raises(MMAError, match="train.lr"):
         train_fold(changed, workspace, run_dir=run_dir, resume=True)
 
-    result = train_fold(cfg, workspace, run_dir=run_dir, resume=True)
+    result = train_fold(cfg, workspace, run_dir=run_dir, resume=True).record
     _, full = full_run
     for key in ("uar", "war", "uar_2clip", "war_2clip", "per_class_recall", "confusion"):
         assert result[key] == full[key], key
@@ -120,7 +125,7 @@ def test_finished_run_is_not_overwritten(full_run, workspace, test_data_config):
     with pytest.raises(MMAError, match="finished run.*--force"):
         train_fold(_cfg(test_data_config), workspace, run_dir=run_dir)
     # --resume on a finished run is a no-op that returns its result
-    assert train_fold(_cfg(test_data_config), workspace, run_dir=run_dir, resume=True)["uar"] == result["uar"]
+    assert train_fold(_cfg(test_data_config), workspace, run_dir=run_dir, resume=True).uar == result["uar"]
     assert (run_dir / "result.json").stat().st_mtime_ns == before
 
 
@@ -132,6 +137,14 @@ def test_cli_train_eval_report(sharded, workspace, tmp_path):
                                   "--set", "data.crop_size=64", "--run-dir", str(runs / "fold1")])
     assert res.exit_code == 0, res.output
     trained = json.loads((runs / "fold1" / "result.json").read_text())
+    # a Python caller resolving the same words gets the config `mma train` ran (config.json)
+    ran = json.loads((runs / "fold1" / "config.json").read_text())
+    same = resolve_stage_config(ConfigRequest(preset="tiny", set_overrides=("data.crop_size=64",),
+                                              flags={"fold": 1, "epochs": 2}, dataset="synth"), ProjectFile(), workspace)
+    apply_label_set(same, label_set("synth", workspace))
+    resolve_run(same, "cpu")  # what config.json records: the concrete data choices and precision
+    assert {k: ran[k] for k in ("model", "data", "train", "fold", "name")} == \
+        {k: to_dict(same)[k] for k in ("model", "data", "train", "fold", "name")}
 
     res = runner.invoke(cli.app, [*base, "train", "synth", "--fold", "1", "--preset", "tiny", "--epochs", "2",
                                   "--run-dir", str(runs / "fold1")])
@@ -165,11 +178,11 @@ def test_train_and_eval_from_cache(sharded, workspace, test_data_config, tmp_pat
     cfg.train.source = "cache"
     cfg.train.epochs = 3
     run_cache(cfg, ws, cluster="serial")
-    result = train_fold(cfg, ws, run_dir=tmp_path / "run")
+    result = train_fold(cfg, ws, run_dir=tmp_path / "run").record
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3] and records[-1]["loss"] < records[0]["loss"]
     assert result["clips"] == sum(map(sum, result["confusion"])) > 0
-    evaluated = evaluate_checkpoint(cfg, ws, tmp_path / "run" / "last.pt", out_dir=tmp_path / "eval")
+    evaluated = evaluate_checkpoint(cfg, ws, tmp_path / "run" / "last.pt", out_dir=tmp_path / "eval").record
     for key in ("uar", "war", "uar_2clip", "war_2clip", "confusion"):
         assert evaluated[key] == result[key], key
 

@@ -135,7 +135,7 @@ def test_local_sweep_runs_two_jobs_then_skips_them(sharded, workspace, tiny_conf
     kwargs = dict(experiment_name="fusion", dataset="synth", folds="1", executor="local",
                   base_config=base, preset_name="tiny", workspace=workspace, rows="none,bottleneck", slurm={})
     out = run_sweep(**kwargs)
-    assert out["failed"] == 0, out["text"]
+    assert out.failed == 0, out.text()
     sweep = workspace.sweeps_dir("synth") / "fusion-tiny"
     state = json.loads((sweep / "jobs.json").read_text())
     ids = {k: e["job_id"] for k, e in state["jobs"].items()}
@@ -147,10 +147,10 @@ def test_local_sweep_runs_two_jobs_then_skips_them(sharded, workspace, tiny_conf
         saved = json.loads((workspace.run_dir("synth", name, 1) / "config.json").read_text())
         assert saved["model"]["fusion"] == name.split("-")[1]
     assert all(r["state"] == "done" for r in sweep_status(workspace, "synth", "fusion-tiny"))
-    assert "| Fusion Bottleneck (ours) | 1/1 |" in out["text"] and (sweep / "report.png").exists()
+    assert "| Fusion Bottleneck (ours) | 1/1 |" in out.text() and (sweep / "report.png").exists()
 
     again = run_sweep(**kwargs)  # re-submission: both finished, nothing runs
-    assert "0 to run, 2 done" in again["text"]
+    assert "0 to run, 2 done" in again.text()
     state2 = json.loads((sweep / "jobs.json").read_text())
     assert {k: e["job_id"] for k, e in state2["jobs"].items()} == ids
 

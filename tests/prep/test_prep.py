@@ -127,9 +127,9 @@ def test_union_mode_and_process_video(synth_root: Path, tmp_path: Path):
 
 def test_local_cluster_run_then_resume_and_settings_guard(synth_root: Path, tmp_path: Path, test_data_config):
     ws = Workspace(tmp_path / "work", tmp_path / "manifests")
-    first = run_prep("synth", synth_root, ws, test_data_config, workers=2, cluster="local", limit=5)
+    first = run_prep("synth", synth_root, ws, test_data_config, workers=2, cluster="local", limit=5).summary
     assert first["clips_total"] == 5 and first["clips_ok"] == 5 and first["processed"] == 5
-    again = run_prep("synth", synth_root, ws, test_data_config, cluster="serial", limit=5)
+    again = run_prep("synth", synth_root, ws, test_data_config, cluster="serial", limit=5).summary
     assert again["processed"] == 0 and again["skipped"] == 5 and again["clips_ok"] == 5
     other = DataConfig(crop_size=32)
     with pytest.raises(MMAError, match=r"prep_config\.json: this prep was made with other settings \(crop_size 64 -> 32"):
@@ -143,7 +143,7 @@ def test_official_faces_for_dfew(tmp_path: Path):
     make_synth_dataset(root, layout="dfew", clips_per_class=5, seconds=0.4, classes=1, seed=3)
     ws = Workspace(tmp_path / "work", tmp_path / "manifests")
     cfg = DataConfig(crop_size=32, faces="official")
-    summary = run_prep("dfew", root, ws, cfg, cluster="serial")
+    summary = run_prep("dfew", root, ws, cfg, cluster="serial").summary
     assert summary["clips_ok"] == 5 and summary["no_face_frames"] == 0
     meta = json.loads((ws.prep_dir("dfew") / "clips" / "00001" / "meta.json").read_text())
     assert meta["face_source"] == "official" and meta["num_frames"] == 10 and meta["has_audio"]

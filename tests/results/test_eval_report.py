@@ -34,7 +34,7 @@ def test_report_flags_missing_and_unfinished_folds(tmp_path, workspace):
     for k in (1, 2, 3):
         _write_fold(runs, k)
     append_jsonl(runs / "fold4" / "metrics.jsonl", {"epoch": 1, "loss": 1.3})  # killed after epoch 1
-    rep = make_report("synth", workspace, runs_dir=runs)
+    rep = make_report("synth", workspace, runs_dir=runs).report
     assert not rep["complete"] and rep["folds_ok"] == 3
     assert all(v is None for v in rep["mean"].values())  # never averaged over fewer folds
     status = {r["fold"]: r["status"] for r in rep["folds"]}
@@ -100,10 +100,10 @@ def test_eval_official_checkpoint_matches_ours(sharded, workspace, tiny_config, 
     official = _authors_checkpoint(net, tmp_path / "mma_dfer_fold1.pth")
 
     with caplog.at_level("INFO", logger="pipeline.engine.evaluate"):
-        a = evaluate_checkpoint(tiny_config, workspace, official, official=True, out_dir=tmp_path / "eval_official")
+        a = evaluate_checkpoint(tiny_config, workspace, official, official=True, out_dir=tmp_path / "eval_official").record
     assert a["compat"] == "authors" and tiny_config.data.compat == "mma"
     assert "using the authors' inputs (data.compat=authors" in caplog.text and "precision fp32" in caplog.text
-    b = evaluate_checkpoint(tiny_config, workspace, ours, out_dir=tmp_path / "eval_ours")
+    b = evaluate_checkpoint(tiny_config, workspace, ours, out_dir=tmp_path / "eval_ours").record
     assert a["official"] and not b["official"]
     for key in ("uar", "war", "uar_2clip", "war_2clip", "confusion", "per_class_recall"):
         assert a[key] == b[key], key

@@ -30,7 +30,7 @@ def cached(tmp_path_factory):
     rows = make_fake_prep(ws)
     cfg = fake_config(fold=1)
     run_shard("fake", ws, cfg.data)
-    summary = run_cache(cfg, ws, workers=2, cluster="local")  # the real Dask LocalCluster, one task per shard
+    summary = run_cache(cfg, ws, workers=2, cluster="local").summary  # the real Dask LocalCluster, one task per shard
     return ws, rows, summary
 
 
@@ -126,7 +126,7 @@ def test_resume_and_cli(cached, tmp_path):
     root.attrs["complete"] = False
     with pytest.raises(MMAError, match="unfinished"):
         check_cache_matches(fake_config(), ws)
-    summary = run_cache(fake_config(), ws, cluster="serial")
+    summary = run_cache(fake_config(), ws, cluster="serial").summary
     assert summary["shards_done_now"] == 1 and summary["shards_resumed"] == root["shard_done"].shape[0] - 1
     assert np.array_equal(zarr.open_group(str(path), mode="r")["vision"][:], before)
 

@@ -32,7 +32,7 @@ def _members(path):
 def test_round_trip_fold_grouping_and_identical_rebuild(fake_ws):
     ws, rows = fake_ws
     cfg = fake_config()
-    index = run_shard("fake", ws, cfg.data)
+    index = run_shard("fake", ws, cfg.data).index
     folds = {r["clip_id"]: r["test_fold"] for r in rows}
     out = ws.shards_dir("fake")
 
@@ -63,13 +63,13 @@ def test_round_trip_fold_grouping_and_identical_rebuild(fake_ws):
     assert read_index(ws, "fake")["complete"] is True
 
     again = run_shard("fake", ws, cfg.data)  # idempotent: nothing rewritten
-    assert again["written"] == 0 and again["kept"] == len(index["shards"])
+    assert again.written == 0 and again.kept == len(index["shards"])
     hashes = {s["name"]: s["sha256"] for s in index["shards"]}
     shutil.rmtree(out)
-    rebuilt = run_shard("fake", ws, cfg.data)  # from scratch: byte-identical
+    rebuilt = run_shard("fake", ws, cfg.data).index  # from scratch: byte-identical
     assert {s["name"]: sha256_file(out / s["name"]) for s in rebuilt["shards"]} == hashes
     forced = run_shard("fake", ws, cfg.data, force=True)
-    assert forced["written"] == len(hashes)
+    assert forced.written == len(hashes)
 
 
 def test_failed_clips_left_out_bytes_limit_and_resume(fake_ws):
@@ -80,7 +80,7 @@ def test_failed_clips_left_out_bytes_limit_and_resume(fake_ws):
     append_jsonl(ws.prep_dir("fake") / "failures.jsonl", {"clip_id": broken, "stage": "faces", "error": "boom"})
     cfg.data.shard_max_clips = 100
     cfg.data.shard_max_bytes = 2048  # smaller than any clip: one clip per shard
-    index = run_shard("fake", ws, cfg.data)
+    index = run_shard("fake", ws, cfg.data).index
     assert [e["clip_id"] for e in index["excluded"]] == [broken]
     assert "prep failed at faces: boom" in index["excluded"][0]["reason"]
     assert all(s["count"] == 1 for s in index["shards"])
@@ -90,7 +90,7 @@ def test_failed_clips_left_out_bytes_limit_and_resume(fake_ws):
     victim = ws.shards_dir("fake") / index["shards"][3]["name"]
     victim.unlink()
     resumed = run_shard("fake", ws, cfg.data)
-    assert resumed["written"] == 1 and victim.is_file()
+    assert resumed.written == 1 and victim.is_file()
 
 
 def test_shard_real_prep_output(sharded, prepped, workspace):

@@ -130,7 +130,7 @@ def test_truncated_shard_is_skipped_and_reported(tmp_path, caplog):
     ws = Workspace(tmp_path / "work", tmp_path / "manifests")
     rows = make_fake_prep(ws)
     cfg = fake_config(fold=3)
-    index = run_shard("fake", ws, cfg.data)
+    index = run_shard("fake", ws, cfg.data).index
     victim = next(s for s in index["shards"] if s["fold"] == 3 and s["count"] == 2)
     path = ws.shards_dir("fake") / victim["name"]
     data = path.read_bytes()
@@ -168,7 +168,7 @@ def test_permutation_reader_skips_and_records_a_corrupt_clip(tmp_path):
     ws = Workspace(tmp_path / "work", tmp_path / "manifests")
     rows = make_fake_prep(ws)
     cfg = fake_config(fold=3)
-    index = run_shard("fake", ws, cfg.data)
+    index = run_shard("fake", ws, cfg.data).index
     victim = next(s for s in index["shards"] if s["fold"] != 3 and s["count"] == 2)
     path = ws.shards_dir("fake") / victim["name"]
     data = path.read_bytes()

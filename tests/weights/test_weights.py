@@ -74,7 +74,7 @@ def test_fetch_resumes_after_a_dropped_connection(tmp_path, weights_server, monk
     body = ckpts["audio"].read_bytes()
     item = serve(weights_server, monkeypatch, "audiomae", body, drop_first=1)
     out = fetch("audiomae", tmp_path, expected=TINY)  # the first request dies half-way; the retry resumes
-    assert out["status"] == "fetched" and out["sha256"] == sha(body)
+    assert out.status == "fetched" and out.sha256 == sha(body)
     assert item.requests == ["", f"bytes={len(body) // 2}-"]
     assert (tmp_path / "audiomae_pretrained.pth").read_bytes() == body
     assert read_ledger(tmp_path)["weights"]["audiomae"]["sha256"] == sha(body)
@@ -89,7 +89,7 @@ def test_an_interrupted_download_resumes_on_the_next_command(tmp_path, weights_s
     assert part.stat().st_size == len(body) // 2 and not (tmp_path / VISION_FILE).exists()
     assert not (tmp_path / "weights.json").exists()
     out = fetch("mae-face", tmp_path, retries=0, expected=TINY)
-    assert out["status"] == "fetched" and item.requests[-1] == f"bytes={len(body) // 2}-"
+    assert out.status == "fetched" and item.requests[-1] == f"bytes={len(body) // 2}-"
     assert sha((tmp_path / VISION_FILE).read_bytes()) == sha(body) and not part.exists()
 
 
@@ -98,7 +98,7 @@ def test_a_server_ignoring_range_restarts_the_download(tmp_path, weights_server,
     item = serve(weights_server, monkeypatch, "mae-face", body, ignore_range=True)
     (tmp_path / f"{VISION_FILE}.part").write_bytes(b"stale bytes of an older attempt")
     out = fetch("mae-face", tmp_path, expected=TINY)
-    assert item.requests == ["bytes=31-"] and out["sha256"] == sha(body)
+    assert item.requests == ["bytes=31-"] and out.sha256 == sha(body)
     assert (tmp_path / VISION_FILE).read_bytes() == body
 
 
@@ -151,7 +151,7 @@ def test_add_checks_the_file_then_registers_it(tmp_path, ckpts):
     audio_file(other)
     with pytest.raises(MMAError, match="already holds another audiomae file"):
         add("audiomae", other, work / "weights", expected=TINY)
-    assert add("audiomae", other, work / "weights", expected=TINY, force=True, link=True)["linked"]
+    assert add("audiomae", other, work / "weights", expected=TINY, force=True, link=True).entry["linked"]
     assert (work / "weights" / "audiomae_pretrained.pth").resolve() == other.resolve()
 
 
