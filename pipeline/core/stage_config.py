@@ -66,6 +66,12 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
     ConfigFlag("precision", "--precision", "train.precision", str,
                "auto (fp32 under data.compat=authors, else bf16 on GPU) | bf16 | fp32."),
     ConfigFlag("compile", "--compile/--no-compile", "train.compile", bool, "torch.compile the model."),
+    ConfigFlag("checkpointing", "--checkpointing/--no-checkpointing", "train.checkpointing", bool,
+               "Recompute encoder-block activations in backward (less memory for large batches)."),
+    ConfigFlag("drop_last", "--drop-last/--no-drop-last", "train.drop_last", bool,
+               "Drop each epoch's last partial batch (always on under torchrun)."),
+    ConfigFlag("log_every", "--log-every", "train.log_every", int,
+               "Steps between reads of the running loss (the only per-step host sync); 0: never."),
     ConfigFlag("workers", "--workers", "data.num_workers", int, "DataLoader workers."),
     # cache
     ConfigFlag("views", "--views", "data.cache_views", int, "Pre-augmented views per training clip."),

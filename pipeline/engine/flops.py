@@ -15,6 +15,8 @@ second over that peak.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import logging
 from typing import Any
 
@@ -40,10 +42,18 @@ PEAK_TFLOPS: tuple[tuple[str, tuple[float | None, float | None, float]], ...] = 
 
 
 def count_flops(cfg: ModelConfig) -> dict[str, int]:
-    """{"flops_forward_per_clip", "flops_train_per_clip"} of `cfg`'s network on one raw clip (frames + fbank)."""
+    """{"flops_forward_per_clip", "flops_train_per_clip"} of `cfg`'s network on one raw clip (frames + fbank).
+
+    A few seconds for the paper's model (meta-device kernels run in Python); remembered per config."""
+    cfg = dataclasses.replace(cfg).validate()
+    return dict(_count(json.dumps(dataclasses.asdict(cfg), sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=32)
+def _count(cfg_json: str) -> tuple[tuple[str, int], ...]:
     from torch.utils.flop_counter import FlopCounterMode  # heavy-ish import, only when counting
 
-    cfg = dataclasses.replace(cfg).validate()
+    cfg = ModelConfig(**json.loads(cfg_json))
     quiet = logging.getLogger("model.mma")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the meta-device copy has random encoders by construction
@@ -63,7 +73,7 @@ def count_flops(cfg: ModelConfig) -> dict[str, int]:
         train = counter.get_total_flops()
     finally:
         quiet.setLevel(level)
-    return {"flops_forward_per_clip": int(forward), "flops_train_per_clip": int(train)}
+    return (("flops_forward_per_clip", int(forward)), ("flops_train_per_clip", int(train)))
 
 
 def device_peak(device: torch.device, precision: str) -> dict[str, Any]:
