@@ -173,13 +173,13 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'device':<22} {'S':>4} {'prec':<5} {'math':<5} {'comp':<4} {'ckpt':<4} {'batch':>9} {'clips/s':>9} "
+    header = (f"{'device':<22} {'S':>4} {'source':<6} {'prec':<5} {'math':<5} {'comp':<4} {'ckpt':<4} {'batch':>9} {'clips/s':>9} "
               f"{'ms/step':>9} {'peak MB':>9} {'1st s':>7} {'TFLOP/s':>8} {'MFU':>6} {'fold min':>8} {'x base':>6}")
     print(header)
     print("-" * len(header))
     for r in rows:
         batch = f"{r['batch']}" + ("(max)" if r["batch_label"] == "max" else "")
-        print(f"{r['device'][:22]:<22} {r['S']:>4} {r['precision']:<5} {r['math']:<5} "
+        print(f"{r['device'][:22]:<22} {r['S']:>4} {r['source']:<6} {r['precision']:<5} {r['math']:<5} "
               f"{'on' if r['compile'] else 'off':<4} {'on' if r['checkpointing'] else 'off':<4} {batch:>9} "
               f"{'OOM' if r['oom'] else _fmt(r['clips_per_s'], '.2f'):>9} {_fmt(r['step_ms'], '.1f'):>9} "
               f"{_fmt(r['peak_mem_mb'], '.0f'):>9} {_fmt(r['first_step_s'], '.1f'):>7} "
