@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from pipeline.core.config import RunConfig, saved_run_config, to_dict
 from pipeline.core.device import pick_device
@@ -52,7 +52,7 @@ from pipeline.core.seeded_model import build_seeded_model
 from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 from pipeline.store.sampling import ClipSampler, clip_rng
 from pipeline.store.shard import read_index, sample_key
-from pipeline.store.stream import SharedEpoch, epoch_clips, iter_clips, loader_kwargs, reader_slot, step_share
+from pipeline.store.stream import EpochDataset, epoch_clips, iter_clips, loader_kwargs, reader_slot, step_share
 from pipeline.weights.resolve import resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
@@ -474,7 +474,7 @@ def _stack(parts: list[np.ndarray], shared: bool) -> torch.Tensor:
     return out
 
 
-class CachedStream(IterableDataset):
+class CachedStream(EpochDataset):
     """Batches of cached tokens for one split of one fold.
 
     Training (`train_views` K > 0): each epoch draws one of the K views per clip and permutes the rows,
@@ -487,7 +487,7 @@ class CachedStream(IterableDataset):
     def __init__(self, path: Path, rows: np.ndarray, ids: list[str], labels: np.ndarray, views: np.ndarray | None,
                  audio_views: int, *, batch_size: int, seed: int, epoch: int = 0, train_views: int = 0,
                  store_rows: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
-        super().__init__()
+        super().__init__(epoch)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         self.path = path
@@ -495,21 +495,12 @@ class CachedStream(IterableDataset):
         self.audio_views = audio_views
         self.batch_size = batch_size
         self.seed, self.train_views, self.store_rows = int(seed), int(train_views), int(store_rows)
-        self._epoch = SharedEpoch(epoch)
         self.rank, self.world_size = rank, world_size
         self.drop_last = bool(drop_last) and self.train_views > 0
 
     def __len__(self) -> int:
         """Clips in the split over all ranks."""
         return len(self.rows)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch the next iteration reads (views and order), in every worker, persistent ones included."""
-        self._epoch.set(epoch)
 
     def epoch_clips(self) -> int:
         """Clips an epoch yields over all ranks (less the dropped last partial global batch)."""

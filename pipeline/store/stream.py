@@ -139,17 +139,21 @@ def epoch_clips(count: int, batch_size: int, world_size: int, drop_last: bool) -
     return count - count % (batch_size * world_size) if drop_last else count
 
 
-class SharedEpoch:
-    """The epoch as a shared-memory integer: set in the main process, read by persistent DataLoader workers."""
+class EpochDataset(IterableDataset):
+    """An iterable dataset whose epoch is a shared-memory integer: `set_epoch` in the main process,
+    read by every DataLoader worker, persistent ones included (the shards' and the cache's readers)."""
 
     def __init__(self, epoch: int = 0) -> None:
-        self._value = torch.tensor([int(epoch)], dtype=torch.int64).share_memory_()
+        super().__init__()
+        self._epoch = torch.tensor([int(epoch)], dtype=torch.int64).share_memory_()
 
-    def get(self) -> int:
-        return int(self._value[0])
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
 
-    def set(self, epoch: int) -> None:
-        self._value[0] = int(epoch)
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration reads (order, augmentation or cached views)."""
+        self._epoch[0] = int(epoch)
 
 
 def reader_slot(rank: int, world_size: int) -> tuple[int, int, int]:
@@ -162,14 +166,14 @@ def reader_slot(rank: int, world_size: int) -> tuple[int, int, int]:
     return rank * workers + worker, world_size * workers, workers
 
 
-class ShardStream(IterableDataset):
+class ShardStream(EpochDataset):
     """One split of one fold, read from shards (see module docstring for splitting and shuffling)."""
 
     def __init__(self, shards_dir: Path, entries: list[dict[str, Any]], sampler: ClipSampler, *, train: bool,
                  seed: int = 1, epoch: int = 0, view: int = 0, num_views: int = 1, rank: int = 0,
                  world_size: int = 1, shuffle_buffer: int = 256, shuffle: str = "permutation",
                  ledger: Path | None = None, batch_size: int = 1, drop_last: bool = False) -> None:
-        super().__init__()
+        super().__init__(epoch)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         self.shards_dir = Path(shards_dir)
@@ -177,7 +181,6 @@ class ShardStream(IterableDataset):
         self.sampler = sampler
         self.train = train
         self.seed = int(seed)
-        self._epoch = SharedEpoch(epoch)
         self.batch_size, self.drop_last = int(batch_size), bool(drop_last)
         self.view, self.num_views = view, num_views
         self.rank, self.world_size = rank, world_size
@@ -193,14 +196,6 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         """Clips in the split over all ranks (a rank yields about len / world_size)."""
         return len(self.position)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch the next iteration reads (order and augmentation), in every worker, persistent ones included."""
-        self._epoch.set(epoch)
 
     def epoch_clips(self) -> int:
         """Clips an epoch yields over all ranks: the split, less the dropped last partial global batch
