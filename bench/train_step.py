@@ -117,6 +117,9 @@ def measure_or_oom(cfg: RunConfig, device: torch.device, steps: int, warmup: int
         result = measure(cfg, device, steps, warmup)
     except torch.cuda.OutOfMemoryError:
         pass  # the exception (and the frames it holds) is gone after this block
+    except RuntimeError as exc:  # cuBLAS / cuDNN report a failed allocation as a RuntimeError
+        if not any(m in str(exc) for m in ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")):
+            raise
     _release(device)
     return result
 

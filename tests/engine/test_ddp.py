@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -28,15 +31,15 @@ def _test_clip_ids(cfg, workspace) -> list[str]:
 
 
 def test_torchrun_two_cpu_ranks(sharded, workspace, tiny_config, tmp_path):
+    """README's command, `torchrun --nproc-per-node N -m cli train ...`, run from this checkout."""
     run_dir = tmp_path / "ddp" / "fold1"
-    mma = Path(sys.executable).with_name("mma")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "--no-python", str(mma),
+           "--master-port", str(_free_port()), "-m", "cli",
            "--workdir", str(workspace.workdir), "--manifests", str(workspace.manifest_dir),
            "train", "synth", "--fold", "1", "--preset", "tiny", "--epochs", "2", "--set", "data.crop_size=64",
            "--workers", "0", "--run-dir", str(run_dir)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     assert sorted(p.name for p in run_dir.glob("result*.json")) == ["result.json"]
