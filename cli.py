@@ -36,6 +36,7 @@ from pipeline.core.stage_config import (
     resolve_stage_config,
     stage_dataset,
 )
+from pipeline.results.uncertainty import DEFAULT_RESAMPLES
 
 app = typer.Typer(
     name="mma",
@@ -103,11 +104,15 @@ DatasetArg = Annotated[Optional[str], typer.Argument(
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override any field: section.field=value (repeatable).")]
 FoldOpt = Annotated[int, typer.Option("--fold", min=FOLDS[0], max=FOLDS[-1], help=f"Test fold k ({FOLDS[0]}..{FOLDS[-1]}).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished work instead of skipping it.")]
+NoSpaceCheckOpt = Annotated[bool, typer.Option(
+    "--no-space-check", help="Start even when the estimate of what it writes exceeds the free disk space.")]
 AllowPartialOpt = Annotated[bool, typer.Option(
     "--allow-partial", help="Write/average a result although some test clips could not be read (marked partial).")]
 MixedOpt = Annotated[bool, typer.Option(
     "--mixed", help="Average folds whose data or model provenance (or training source) differ.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+BootstrapOpt = Annotated[int, typer.Option(
+    "--bootstrap", min=0, help="Resamples of the test clips for the 95% intervals (0: none; fixed RNG seed).")]
 ClusterOpt = Annotated[str, typer.Option("--cluster", help="local | slurm | serial.")]
 DaskWorkersOpt = Annotated[int, typer.Option("--workers", help="Dask workers.")]
 
@@ -271,6 +276,7 @@ def prep(
     max_failed: Annotated[str, typer.Option(
         "--max-failed", help="Exit 1 when more than this share of the clips failed (1% or 0.01).")] = "1%",
     force: ForceOpt = False,
+    no_space_check: NoSpaceCheckOpt = False,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Manifests, face crops and log-mel spectrograms for every clip (Dask, resumable)."""
@@ -281,7 +287,8 @@ def prep(
     emit(run_prep(dataset, dataset_root(dataset, root, state.project), state.workspace, cfg.data, workers=workers,
                   threads_per_worker=threads_per_worker, cluster=cluster, limit=limit, force=force, device=device,
                   slurm={"queue": slurm_queue, "walltime": slurm_walltime, "memory": slurm_memory, "gpus": slurm_gpus},
-                  max_failed=parse_max_failed(max_failed), frames_per_clip=cfg.model.num_frames))
+                  max_failed=parse_max_failed(max_failed), frames_per_clip=cfg.model.num_frames,
+                  space_check=not no_space_check))
 
 
 @app.command()
@@ -291,13 +298,14 @@ def shard(
     ctx: typer.Context,
     dataset: DatasetArg = None,
     force: ForceOpt = False,
+    no_space_check: NoSpaceCheckOpt = False,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Pack prep results into WebDataset tar shards grouped by test fold."""
     from pipeline.store.shard import run_shard
 
     cfg = _config(ctx, _request(ctx, options, dataset=dataset))
-    emit(run_shard(cfg.dataset, _state(ctx).workspace, cfg.data, force=force))
+    emit(run_shard(cfg.dataset, _state(ctx).workspace, cfg.data, force=force, space_check=not no_space_check))
 
 
 @app.command()
@@ -310,13 +318,15 @@ def cache(
     cluster: ClusterOpt = "local",
     device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda (default: cuda if available).")] = None,
     force: ForceOpt = False,
+    no_space_check: NoSpaceCheckOpt = False,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Run the frozen patch embeddings (stage 1) over the shards into a zarr store."""
     from pipeline.store.cache import run_cache
 
     cfg = _config(ctx, _request(ctx, options, dataset=dataset))
-    emit(run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force, cluster=cluster))
+    emit(run_cache(cfg, _state(ctx).workspace, workers=workers, device=device, force=force, cluster=cluster,
+                   space_check=not no_space_check))
 
 
 # --------------------------------------------------------------------------- training and after
@@ -325,13 +335,14 @@ def cache(
 @app.command()
 @delegates
 @config_options("image_size", "epochs", "batch_size", "lr", *MODEL_FLAGS[1:], "source", "precision", "compile",
-                   "checkpointing", "drop_last", "log_every", "workers", *ENCODER_FLAGS)
+                   "checkpointing", "drop_last", "log_every", "workers", "seed", *ENCODER_FLAGS)
 def train(
     ctx: typer.Context,
     dataset: DatasetArg = None,
     fold: FoldOpt = ...,
     name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the preset's).")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Default <workdir>/<dataset>/runs/<name>/fold<k>.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="Default <workdir>/<dataset>/runs/<name>/seed<s>/fold<k>.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from last.pt in the run directory.")] = False,
     allow_partial: AllowPartialOpt = False,
     force: ForceOpt = False,
@@ -348,7 +359,7 @@ def train(
 
 @app.command("eval")
 @delegates
-@config_options("image_size", "source", *ENCODER_FLAGS)
+@config_options("image_size", "source", "seed", *ENCODER_FLAGS)
 def eval_(
     ctx: typer.Context,
     dataset: DatasetArg = None,
@@ -373,15 +384,17 @@ def eval_(
 def report(
     ctx: typer.Context,
     dataset: DatasetArg = None,
-    runs: Annotated[Optional[Path], typer.Option("--runs", help="Folder holding fold1..fold5 run dirs.")] = None,
+    runs: Annotated[Optional[Path], typer.Option(
+        "--runs", help="Folder holding fold1..fold5 run dirs (or seed<s>/ folders of them).")] = None,
     allow_partial: AllowPartialOpt = False,
     mixed: MixedOpt = False,
+    bootstrap: BootstrapOpt = DEFAULT_RESAMPLES,
 ) -> None:
-    """Average the 5 folds into the paper's table (markdown + csv); flags missing folds."""
+    """Average the 5 folds (and seeds) into the paper's table with the spread and 95% intervals; flags missing folds."""
     from pipeline.results.report import make_report
 
     emit(make_report(_dataset(ctx, dataset), _state(ctx).workspace, runs_dir=runs, allow_partial=allow_partial,
-                     mixed=mixed))
+                     mixed=mixed, bootstrap=bootstrap))
 
 
 @app.command()
@@ -424,12 +437,17 @@ def sweep(
     dataset: Annotated[Optional[str], typer.Option(
         "--dataset", help="dfew | mafw | synth (default: mma.yaml's, else the only one prepared).")] = None,
     folds: Annotated[Optional[str], typer.Option("--folds", help="Comma-separated folds (default: the preset's).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        "--seeds", help="Comma-separated training seeds: rows x folds x seeds (default: the global --seed, else 1).")] = None,
     rows: Annotated[Optional[str], typer.Option("--rows", help="Only these rows of the preset (comma-separated keys).")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local | slurm.")] = "local",
     force: Annotated[bool, typer.Option("--force", help="Retrain finished jobs too.")] = False,
     allow_partial: AllowPartialOpt = False,
     mixed: MixedOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Expand and print jobs; submit nothing.")] = False,
+    bootstrap: BootstrapOpt = DEFAULT_RESAMPLES,
+    against: Annotated[Optional[str], typer.Option(
+        "--against", help="`report`: compare every row with this row (default: the paper's final model).")] = None,
     options: Optional[ConfigOptions] = None,
 ) -> None:
     """Fold x ablation sweeps through submitit (local or SLURM); `status` and `report` follow them."""
@@ -441,8 +459,8 @@ def sweep(
         return
     request = _request(ctx, options, dataset=dataset)
     emit(sweep_command(target or [], request=request, project=state.project, workspace=state.workspace, folds=folds,
-                       rows=rows, executor=executor, force=force, dry_run=dry_run,
-                       allow_partial=allow_partial, mixed=mixed))
+                       rows=rows, executor=executor, force=force, dry_run=dry_run, allow_partial=allow_partial,
+                       mixed=mixed, seeds=seeds, bootstrap=bootstrap, against=against))
 
 
 @app.command()
@@ -510,7 +528,9 @@ def model_import_official(
 
 WeightsDirOpt = Annotated[Optional[Path], typer.Option(
     "--dir", help="Weights folder (default: weights_dir of the project, <workdir>/weights).")]
-GeometryOpt = Annotated[str, typer.Option("--preset", help="Encoder geometry the files must have: paper (ViT-B/16) | tiny.")]
+GeometryOpt = Annotated[str, typer.Option(
+    "--preset", help="Encoder geometry the files must have: paper (each encoder's architecture at full size; "
+                     "MAE-Face and AudioMAE: ViT-B/16) | tiny.")]
 
 
 def _weights_dir(ctx: typer.Context, folder: Optional[Path]) -> Path:
@@ -544,10 +564,9 @@ def weights_fetch(
     Exit code 0 when every name is present, fetched, or needs a browser (its steps printed);
     1 when a download failed (the others are still tried); 2 for an unknown name.
     """
-    from pipeline.weights.check import expected_geometry
     from pipeline.weights.fetch import fetch_all
 
-    emit(fetch_all(names, _weights_dir(ctx, folder), force=force, expected=expected_geometry(preset_name)))
+    emit(fetch_all(names, _weights_dir(ctx, folder), force=force, preset_name=preset_name))
 
 
 @weights_app.command("add")
@@ -562,10 +581,9 @@ def weights_add(
     force: Annotated[bool, typer.Option("--force", help="Replace a different file already registered.")] = False,
 ) -> None:
     """Register a checkpoint you downloaded: structure check, copy into the weights folder, sha256 recorded."""
-    from pipeline.weights.check import expected_geometry
     from pipeline.weights.store import add
 
-    emit(add(name, file, _weights_dir(ctx, folder), force=force, link=link, expected=expected_geometry(preset_name)))
+    emit(add(name, file, _weights_dir(ctx, folder), force=force, link=link, preset_name=preset_name))
 
 
 @weights_app.command("check")
@@ -574,12 +592,14 @@ def weights_check(
     file: Annotated[Path, typer.Argument(help="A checkpoint file.")],
     as_: Annotated[Optional[str], typer.Option("--as", help="What it must be: vision | audio | mma | authors.")] = None,
     preset_name: GeometryOpt = "paper",
+    encoder: Annotated[Optional[str], typer.Option(
+        "--encoder", help="The timm name (ARCH.TAG) an encoder file must fit (default: the preset's encoder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Say what a checkpoint file is (encoder geometry, MAE leftovers, kind); with --as, fail unless it fits."""
+    """Say what a checkpoint file is (encoder geometry, family, MAE leftovers, kind); with --as, fail unless it fits."""
     from pipeline.weights.check import check_weights_file
 
-    emit(check_weights_file(file, as_=as_, preset_name=preset_name), as_json)
+    emit(check_weights_file(file, as_=as_, preset_name=preset_name, encoder=encoder), as_json)
 
 
 def main() -> None:

@@ -4,9 +4,10 @@
   often also pickle Python objects (argparse.Namespace, a metrics recorder, numpy RNG
   state); numpy arrays are rebuilt for real and any other class is replaced by an inert
   placeholder, so no code from the file ever runs and the tensors still load.
-- `load_encoder_checkpoints`: MAE-Face / AudioMAE files (`{'model': state_dict}`, timm
-  names, MAE decoder keys ignored) into the frozen encoders; the positional-embedding grid
-  is resized bicubically (CLS row kept) and the prompt rows keep their own init.
+- `load_encoder_checkpoints`: encoder files in timm names (MAE-Face / AudioMAE's
+  `{'model': state_dict}`, or a bare state dict as timm saves one; MAE decoder keys and
+  classifier heads ignored) into the frozen encoders; the positional-embedding grid is resized bicubically
+  (prefix-token rows kept) and the prompt rows keep their own init.
 - mma checkpoints (`format: "mma-v1"`): the trainable tensors only (or the full state for
   an imported official model, `full_state: True`), the run config, and the encoder
   checkpoints by path + sha256.
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from model.encoders import FROZEN_PREFIXES, PromptedViT, resize_pos_embed
+from model.encoders import FROZEN_PREFIXES, PromptedEncoder, resize_pos_embed
 from model.errors import ModelError
 from model.files import atomic_path, sha256_file
 
@@ -154,14 +155,14 @@ def _mae_state_dict(obj: Any, path: Path, which: str) -> dict[str, torch.Tensor]
     return sd
 
 
-def _checkpoint_grid(which: str, rows: int, enc: PromptedViT, cfg: Any, path: Path) -> tuple[int, int]:
+def _checkpoint_grid(which: str, rows: int, enc: PromptedEncoder, cfg: Any, path: Path) -> tuple[int, int]:
     if which == "vision":
         g = math.isqrt(rows)
         if g * g != rows:
             raise ModelError(f"{path}: vision pos_embed has {rows} patch rows, not a square grid")
         return g, g
-    f = cfg.audio_ckpt_grid_f
-    if rows == cfg.audio_ckpt_grid_t * f:
+    f = enc.grid_size[1]  # mel bins / patch width: the checkpoint's frequency axis is the model's
+    if rows == cfg.audio_ckpt_grid_t * cfg.audio_ckpt_grid_f and cfg.audio_ckpt_grid_f == f:
         return cfg.audio_ckpt_grid_t, f
     if rows == enc.num_patches:
         return enc.grid_size
@@ -170,7 +171,7 @@ def _checkpoint_grid(which: str, rows: int, enc: PromptedViT, cfg: Any, path: Pa
     raise ModelError(f"{path}: audio pos_embed has {rows} patch rows, not a (time x {f}) grid")
 
 
-def _load_encoder(enc: PromptedViT, path: str | Path, which: str, cfg: Any) -> dict[str, Any]:
+def _load_encoder(enc: PromptedEncoder, path: str | Path, which: str, cfg: Any) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: {which} encoder checkpoint not found")
@@ -181,11 +182,13 @@ def _load_encoder(enc: PromptedViT, path: str | Path, which: str, cfg: Any) -> d
         raise ModelError(f"{path}: the {which} checkpoint has no pos_embed")
     pos = sd.pop("pos_embed")
     dim = enc.embed_dim
-    if pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[2] != dim:
-        raise ModelError(f"{path}: pos_embed has shape {tuple(pos.shape)}, the {which} encoder needs (1, 1+N, {dim})")
-    old_grid = _checkpoint_grid(which, pos.shape[1] - 1, enc, cfg, path)
+    prefix = enc.pos_prefix_rows
+    if pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[2] != dim or pos.shape[1] <= prefix:
+        raise ModelError(f"{path}: pos_embed has shape {tuple(pos.shape)}, the {which} encoder needs "
+                         f"(1, {f'{prefix}+' if prefix else ''}N, {dim})")
+    old_grid = _checkpoint_grid(which, pos.shape[1] - prefix, enc, cfg, path)
     new_grid = enc.grid_size
-    resized = resize_pos_embed(pos.float(), old_grid, new_grid)
+    resized = resize_pos_embed(pos.float(), old_grid, new_grid, num_prefix=prefix)
 
     own = {k: v for k, v in enc.state_dict().items() if k.startswith(FROZEN_PREFIXES)}
     missing = sorted(set(own) - set(sd))

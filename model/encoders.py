@@ -1,73 +1,73 @@
-"""The two frozen ViT encoders, built on timm's VisionTransformer, driven block by block.
+"""The two frozen encoders: any supported timm ViT (model.families), prompted, driven block by block.
 
-`PromptedViT` is a timm `VisionTransformer` (class token, no head) whose positional
-embedding has extra rows for the prompt tokens; token order is [CLS, patches, prompts].
-The MMA-DFER network runs the encoders one block at a time (`start`, `blocks[i]`,
-`add_prompts`, `finish`) so fusion can act between blocks. timm's blocks use fused
-attention (`F.scaled_dot_product_attention`).
+`PromptedEncoder` takes over a built timm model's encoder modules under their timm names
+(`cls_token`, `reg_token`, `pos_embed`, `patch_embed`, `pos_drop`, `norm_pre`, `blocks`,
+`norm`, `rope`; not its pooling or head), so timm-format checkpoints load by name. Token
+order: [class token, register tokens, patches, prompts]. The positional embedding gets one
+extra (trainable) row per prompt token after timm's rows (which cover the prefix tokens
+too unless the family puts none there, timm's `no_embed_class`). With rotary position
+embeddings (EVA-02) the prompts get the identity rotation. The MMA-DFER network runs the
+encoders one block at a time (`start`, `block`, `add_prompts`, `finish`) so fusion can act
+between blocks; with prompts off, `forward_features` is timm's own `forward_features`.
 
-Frozen: patch embedding, class token, blocks, final norm. Trainable: positional embedding
-(all rows) and the prompts. Parameter names follow timm (`cls_token`, `pos_embed`,
-`patch_embed.proj`, `blocks.N.*`, `norm`), so MAE-format checkpoints load by name.
+Frozen: patch embedding, class/register tokens, pre-norm, blocks, final norm. Trainable:
+positional embedding (all rows) and the prompts. timm's blocks use fused attention
+(`F.scaled_dot_product_attention`). `set_grad_checkpointing` recomputes each block in the
+backward pass in training (torch.utils.checkpoint, non-reentrant).
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from model.config import ModelConfig
+from model.families import ViTGeometry, read_geometry
 from model.prompts import PromptTokens
 
-FROZEN_PREFIXES = ("cls_token", "patch_embed.", "blocks.", "norm.")
+FROZEN_PREFIXES = ("cls_token", "reg_token", "patch_embed.", "norm_pre.", "blocks.", "norm.")
+# The timm model's modules and tensors an encoder uses (in timm's registration order).
+ADOPTED_TENSORS = ("cls_token", "reg_token", "pos_embed")
+ADOPTED_MODULES = ("patch_embed", "pos_drop", "norm_pre", "rope", "blocks", "norm")
 
 
-class PromptedViT(VisionTransformer):
-    """timm ViT with prompt tokens appended after the patches and a block-wise forward."""
+class PromptedEncoder(nn.Module):
+    """A timm ViT's encoder modules with prompt tokens appended after the patches and a block-wise forward."""
 
-    def __init__(
-        self,
-        *,
-        img_size: int | tuple[int, int],
-        in_chans: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_ratio: float,
-        patch_size: int,
-        drop_path: float,
-        prompts: PromptTokens | None,
-    ) -> None:
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            num_classes=0,
-            global_pool="token",
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            drop_path_rate=drop_path,
-        )
+    def __init__(self, vit: nn.Module, name: str, prompts: PromptTokens | None) -> None:
+        super().__init__()
+        geometry = read_geometry(vit, name)
+        self.geometry: ViTGeometry = geometry
+        self.embed_dim = geometry.width
+        self.num_prefix_tokens = geometry.num_prefix_tokens
+        for key, value in vit.named_parameters(recurse=False):
+            if key in ADOPTED_TENSORS:
+                self.register_parameter(key, value)
+        for key, module in vit.named_children():
+            if key in ADOPTED_MODULES:
+                self.add_module(key, module)
+        if "reg_token" not in self._parameters:
+            self.reg_token = None
+        if "rope" not in self._modules:
+            self.rope = None
         self.prompts = prompts
         self.num_prompt_tokens = prompts.num_prompts if prompts is not None else 0
-        n_patch = self.patch_embed.num_patches
-        # Rows [CLS, patches] keep timm's init (replaced by a checkpoint); prompt rows are std-1 normal.
+        self.grad_checkpointing = False
+        # timm's rows (replaced by a checkpoint) keep timm's init; prompt rows are std-1 normal.
         with torch.no_grad():
-            grid_rows = self.pos_embed.detach()
-            extra = torch.randn(1, self.num_prompt_tokens, embed_dim, device=grid_rows.device)
-            self.pos_embed = nn.Parameter(torch.cat([grid_rows, extra], dim=1))
-        assert self.pos_embed.shape[1] == 1 + n_patch + self.num_prompt_tokens
+            timm_rows = self.pos_embed.detach()
+            extra = torch.randn(1, self.num_prompt_tokens, self.embed_dim, device=timm_rows.device)
+            self.pos_embed = nn.Parameter(torch.cat([timm_rows, extra], dim=1))
+        prefix_rows = self.num_prefix_tokens if geometry.pos_embed_prefix else 0
+        assert self.pos_embed.shape[1] == prefix_rows + self.num_patches + self.num_prompt_tokens
         self.freeze_backbone()
 
     # ------------------------------------------------------------------ structure
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
 
     @property
     def num_patches(self) -> int:
@@ -78,15 +78,24 @@ class PromptedViT(VisionTransformer):
         return tuple(self.patch_embed.grid_size)  # type: ignore[return-value]
 
     @property
+    def pos_prefix_rows(self) -> int:
+        """Rows of pos_embed before the patch grid (the prefix tokens', unless the family has none)."""
+        return self.num_prefix_tokens if self.geometry.pos_embed_prefix else 0
+
+    @property
     def prompt_offset(self) -> int:
         """Index of the first prompt token in the sequence."""
-        return 1 + self.num_patches
+        return self.num_prefix_tokens + self.num_patches
 
     def freeze_backbone(self, *, freeze_pos_embed: bool = False) -> None:
-        """Patch embed, class token, blocks and final norm never train (pos_embed optionally)."""
+        """Patch embed, prefix tokens, pre-norm, blocks and final norm never train (pos_embed optionally)."""
         for name, p in self.named_parameters():
             frozen = name.startswith(FROZEN_PREFIXES) or (freeze_pos_embed and name == "pos_embed")
             p.requires_grad_(not frozen)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations (training only)."""
+        self.grad_checkpointing = bool(enable)
 
     # ------------------------------------------------------------------ block-wise forward
 
@@ -95,14 +104,36 @@ class PromptedViT(VisionTransformer):
         return self.patch_embed(x)
 
     def start(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[CLS, patch tokens, prompts] + positional embedding: (B, N, D) -> (B, 1+N+P, D)."""
+        """[prefix, patch tokens, prompts] + positional embedding, then the pre-norm: (B, N, D) -> (B, L, D)."""
         b = tokens.shape[0]
         dtype = torch.promote_types(tokens.dtype, self.pos_embed.dtype)  # cached fp16 / autocast bf16 -> fp32
-        parts = [self.cls_token.expand(b, -1, -1).to(dtype), tokens.to(dtype)]
+        prefix = [t.expand(b, -1, -1).to(dtype) for t in (self.cls_token, self.reg_token) if t is not None]
+        body = [tokens.to(dtype)]
         if self.prompts is not None:
-            parts.append(self.prompts.initial(b).to(dtype))
-        x = torch.cat(parts, dim=1) + self.pos_embed
-        return self.pos_drop(x)
+            body.append(self.prompts.initial(b).to(dtype))
+        if self.geometry.pos_embed_prefix:
+            x = torch.cat(prefix + body, dim=1) + self.pos_embed
+        else:
+            x = torch.cat(prefix + [torch.cat(body, dim=1) + self.pos_embed], dim=1)
+        return self.norm_pre(self.pos_drop(x))
+
+    def _rope(self) -> torch.Tensor:
+        """The rotary embedding of the patches, with identity rows (sin 0, cos 1) for the prompt tokens."""
+        emb = self.rope.get_embed()  # type: ignore[union-attr]
+        if self.num_prompt_tokens:
+            half = emb.shape[-1] // 2
+            ident = torch.cat([emb.new_zeros(self.num_prompt_tokens, half), emb.new_ones(self.num_prompt_tokens, half)],
+                              dim=-1)
+            emb = torch.cat([emb, ident], dim=0)
+        return emb
+
+    def block(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Block `i` on the token sequence (recomputed in backward when checkpointing in training)."""
+        blk = self.blocks[i]
+        kwargs = {"rope": self._rope()} if self.rope is not None else {}
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(blk, x, use_reentrant=False, **kwargs)
+        return blk(x, **kwargs)
 
     def add_prompts(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """Progressive prompt update scheduled after block `layer` (no-op otherwise)."""
@@ -114,34 +145,16 @@ class PromptedViT(VisionTransformer):
         """Final norm, class token: (B, L, D) -> (B, D)."""
         return self.norm(x)[:, 0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder alone (no fusion): input -> class token (replaces timm's forward)."""
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder alone (no fusion): input -> every token after the final norm (B, L, D)."""
         h = self.start(self.embed_patches(x))
-        for i, blk in enumerate(self.blocks):
-            h = self.add_prompts(i, blk(h))
-        return self.finish(h)
+        for i in range(self.depth):
+            h = self.add_prompts(i, self.block(i, h))
+        return self.norm(h)
 
-
-def _geometry(cfg: ModelConfig) -> dict:
-    """The ViT geometry both encoders share (width, depth, heads, MLP ratio, patch, drop-path)."""
-    return dict(
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        patch_size=cfg.patch_size,
-        drop_path=cfg.drop_path,
-    )
-
-
-def build_vision_encoder(cfg: ModelConfig, prompts: PromptTokens | None) -> PromptedViT:
-    """MAE-Face-shaped encoder at S x S (RGB, 16 px patches)."""
-    return PromptedViT(img_size=cfg.image_size, in_chans=3, prompts=prompts, **_geometry(cfg))
-
-
-def build_audio_encoder(cfg: ModelConfig, prompts: PromptTokens | None) -> PromptedViT:
-    """AudioMAE-shaped encoder on a (1, frames, mel bins) spectrogram, non-overlapping patches."""
-    return PromptedViT(img_size=(cfg.audio_frames, cfg.audio_mel_bins), in_chans=1, prompts=prompts, **_geometry(cfg))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder alone (no fusion): input -> class token (B, D)."""
+        return self.forward_features(x)[:, 0]
 
 
 def resize_pos_embed(
@@ -149,7 +162,7 @@ def resize_pos_embed(
 ) -> torch.Tensor:
     """Resize the grid rows of a (1, prefix + h*w, D) positional embedding bicubically.
 
-    The prefix (class token) rows are kept as they are; the grid is interpolated with
+    The prefix (class/register token) rows are kept as they are; the grid is interpolated with
     align_corners=False and no antialiasing (what timm's `resize_pos_embed` does).
     """
     prefix, grid = posemb[:, :num_prefix], posemb[:, num_prefix:]

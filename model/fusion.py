@@ -1,13 +1,14 @@
 """Cross-modal fusion applied after each encoder block: Fusion Bottleneck and the ablation variants.
 
-Every variant maps (V, A) -> (V', A') where V is (n*T, Lv, D) (the video's T frames
-stacked batch-wise, frame-major per video) and A is (n, La, D). Each adds its output
+Every variant maps (V, A) -> (V', A') where V is (n*T, Lv, Dv) (the video's T frames
+stacked batch-wise, frame-major per video) and A is (n, La, Da); the two encoders' widths
+Dv and Da may differ (every projection is sized per modality; `add` needs Dv = Da). Each adds its output
 through a tanh gate per modality initialised to 0, so at initialisation V' = V, A' = A
 and the encoders compute exactly their unimodal functions.
 
-- `bottleneck` (official, paper §3.3): V^ = LN(Linear D->d (V)), A^ = LN(Linear D->d (A));
+- `bottleneck` (official, paper §3.3): V^ = LN(Linear Dv->d (V)), A^ = LN(Linear Da->d (A));
   L_a = mean of A^ over all audio tokens, L_v = mean of V^ over all frames and tokens;
-  V += tanh(g_v) GELU(Linear d->D (V^ + L_a)), A += tanh(g_a) GELU(Linear d->D (A^ + L_v)).
+  V += tanh(g_v) GELU(Linear d->Dv (V^ + L_a)), A += tanh(g_a) GELU(Linear d->Da (A^ + L_v)).
   An intermediate temporal adaptor (ITA) fused inside the bottleneck adds its update of
   the frames' class tokens (in the latent space) to every token of that frame before
   the expansion.
@@ -16,6 +17,11 @@ and the encoders compute exactly their unimodal functions.
   audio queries to all the video's frame tokens), `heads` heads of total width `width`.
 - `mult-concat`: one transformer block (width `width`) over the concatenated tokens of the
   video's frames and its audio; the mean of its output is expanded and added to every token.
+
+Fusion acts after a pair of blocks (`fusion_pairs`): block i of each encoder when the depths are
+equal; otherwise block i of the shallower (depth La) with block round((i+1) * Lb / La) - 1 of
+the deeper (depth Lb, rounded half up), so there are La fusion blocks and both encoders' last
+blocks meet in the last one.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from model.errors import ModelConfigError
 from model.temporal import TemporalAdaptor
 
 
@@ -40,14 +47,14 @@ class GatedFusion(nn.Module):
 class FusionBottleneck(GatedFusion):
     """Compress both modalities to width d, exchange pooled summaries, expand, gated residual."""
 
-    def __init__(self, dim: int, latent: int) -> None:
+    def __init__(self, vision_dim: int, audio_dim: int, latent: int) -> None:
         super().__init__()
-        self.vision_down = nn.Linear(dim, latent)
+        self.vision_down = nn.Linear(vision_dim, latent)
         self.vision_norm = nn.LayerNorm(latent)
-        self.audio_down = nn.Linear(dim, latent)
+        self.audio_down = nn.Linear(audio_dim, latent)
         self.audio_norm = nn.LayerNorm(latent)
-        self.vision_up = nn.Linear(latent, dim)
-        self.audio_up = nn.Linear(latent, dim)
+        self.vision_up = nn.Linear(latent, vision_dim)
+        self.audio_up = nn.Linear(latent, audio_dim)
 
     def forward(
         self, v: torch.Tensor, a: torch.Tensor, n: int, ita: TemporalAdaptor | None = None
@@ -87,19 +94,20 @@ class AddFusion(GatedFusion):
 class CrossAttention(nn.Module):
     """Pre-norm multi-head cross-attention (fused SDPA): queries from x, keys/values from context."""
 
-    def __init__(self, dim: int, width: int, heads: int) -> None:
+    def __init__(self, dim: int, width: int, heads: int, context_dim: int | None = None) -> None:
         super().__init__()
         if width % heads:
             raise ValueError(f"cross-attention width {width} is not divisible by {heads} heads")
+        context_dim = dim if context_dim is None else context_dim
         self.heads = heads
         self.norm_q = nn.LayerNorm(dim)
-        self.norm_kv = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(context_dim)
         self.q = nn.Linear(dim, width)
-        self.kv = nn.Linear(dim, 2 * width)
+        self.kv = nn.Linear(context_dim, 2 * width)
         self.proj = nn.Linear(width, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, repeat: int = 1) -> torch.Tensor:
-        """x: (B, Lq, dim); context: (B / repeat, Lk, dim), each row shared by `repeat` consecutive queries."""
+        """x: (B, Lq, dim); context: (B / repeat, Lk, context_dim), each row shared by `repeat` consecutive queries."""
         b, lq, _ = x.shape
         h = self.heads
         q = self.q(self.norm_q(x)).view(b, lq, h, -1).transpose(1, 2)
@@ -115,10 +123,10 @@ class CrossAttention(nn.Module):
 class MultFusion(GatedFusion):
     """MulT-style: audio->vision and vision->audio cross-attention, outputs added to each branch."""
 
-    def __init__(self, dim: int, width: int, heads: int) -> None:
+    def __init__(self, vision_dim: int, audio_dim: int, width: int, heads: int) -> None:
         super().__init__()
-        self.vision_from_audio = CrossAttention(dim, width, heads)
-        self.audio_from_vision = CrossAttention(dim, width, heads)
+        self.vision_from_audio = CrossAttention(vision_dim, width, heads, context_dim=audio_dim)
+        self.audio_from_vision = CrossAttention(audio_dim, width, heads, context_dim=vision_dim)
 
     def forward(
         self, v: torch.Tensor, a: torch.Tensor, n: int, ita: TemporalAdaptor | None = None
@@ -133,13 +141,13 @@ class MultFusion(GatedFusion):
 class MultConcatFusion(GatedFusion):
     """One transformer block over [all frame tokens, audio tokens] of a video; pooled output added back."""
 
-    def __init__(self, dim: int, width: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, vision_dim: int, audio_dim: int, width: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
-        self.vision_in = nn.Linear(dim, width)
-        self.audio_in = nn.Linear(dim, width)
+        self.vision_in = nn.Linear(vision_dim, width)
+        self.audio_in = nn.Linear(audio_dim, width)
         self.block = Block(width, num_heads=heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm)
-        self.vision_out = nn.Linear(width, dim)
-        self.audio_out = nn.Linear(width, dim)
+        self.vision_out = nn.Linear(width, vision_dim)
+        self.audio_out = nn.Linear(width, audio_dim)
 
     def forward(
         self, v: torch.Tensor, a: torch.Tensor, n: int, ita: TemporalAdaptor | None = None
@@ -153,14 +161,33 @@ class MultConcatFusion(GatedFusion):
         return v + torch.tanh(self.vision_gate) * dv, a + torch.tanh(self.audio_gate) * da
 
 
-def build_fusion(kind: str, *, dim: int, latent: int, width: int, heads: int, mlp_ratio: float) -> GatedFusion:
+def build_fusion(kind: str, *, vision_dim: int, audio_dim: int, latent: int, width: int, heads: int,
+                 mlp_ratio: float) -> GatedFusion:
     """One fusion block of the given kind ('bottleneck', 'add', 'mult', 'mult-concat')."""
     if kind == "bottleneck":
-        return FusionBottleneck(dim, latent)
+        return FusionBottleneck(vision_dim, audio_dim, latent)
     if kind == "add":
+        if vision_dim != audio_dim:
+            raise ModelConfigError(f"model.fusion='add' adds one encoder's features to the other's: it needs equal "
+                                   f"widths (vision {vision_dim}, audio {audio_dim}); use bottleneck, mult or mult-concat")
         return AddFusion()
     if kind == "mult":
-        return MultFusion(dim, width, heads)
+        return MultFusion(vision_dim, audio_dim, width, heads)
     if kind == "mult-concat":
-        return MultConcatFusion(dim, width, heads, mlp_ratio)
+        return MultConcatFusion(vision_dim, audio_dim, width, heads, mlp_ratio)
     raise ValueError(f"no fusion block of kind {kind!r}")
+
+
+def fusion_pairs(vision_depth: int, audio_depth: int) -> list[tuple[int, int]]:
+    """(vision block, audio block) after which each fusion block acts (see the module docstring).
+
+    Equal depths: [(0, 0), (1, 1), ...]. Otherwise block i of the shallower encoder (depth La)
+    pairs with block round((i + 1) * Lb / La) - 1 of the deeper (depth Lb), rounded half up.
+    """
+    if vision_depth < 1 or audio_depth < 1:
+        raise ValueError(f"encoder depths must be at least 1 (vision {vision_depth}, audio {audio_depth})")
+    shallow, deep = sorted((vision_depth, audio_depth))
+    partner = [(2 * (i + 1) * deep + shallow) // (2 * shallow) - 1 for i in range(shallow)]
+    if vision_depth <= audio_depth:
+        return list(zip(range(shallow), partner))
+    return list(zip(partner, range(shallow)))

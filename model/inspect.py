@@ -3,26 +3,34 @@
 `inspect_checkpoint` loads a file with `safe_torch_load` (no pickled code runs) and tells
 apart the four kinds of file `mma` takes:
 
-- `vision-encoder`: an MAE-Face-style ViT (`{'model': state_dict}`, timm names), 3 input channels;
-- `audio-encoder`: an AudioMAE-style ViT, 1 input channel (a spectrogram);
+- `vision-encoder`: a ViT in timm names (`{'model': state_dict}` or a bare state dict), 3 input
+  channels: MAE-Face, or any supported family (model.families);
+- `audio-encoder`: the same with 1 input channel (a spectrogram): AudioMAE;
 - `mma-run`: a checkpoint `mma train` wrote (`format: "mma-v1"`);
 - `authors-trained`: a model trained with the authors' MMA-DFER code (`{'state_dict':
   {'module.image_encoder...', 'module.audio_model...'}}`);
 
 anything else is `unknown`. For encoders it reads the geometry off the tensor shapes: width
 and input channels from the patch-embedding conv, patch size from its kernel, depth from the
-block indices, the positional-embedding grid from `pos_embed`, and the MAE pre-training
-leftovers (decoder, mask token, heads) that loading ignores. Heads are not stored in a
-state dict; they are reported assuming 64-wide heads (ViT-B: 12 heads of 64).
+block indices, the prefix tokens from `cls_token` / `reg_token`, the positional-embedding grid
+from `pos_embed` (with or without rows for the prefix tokens), the family from its telltale
+tensors (CLIP's `norm_pre`, DINOv2's layer scale, EVA-02's q/v biases), and the MAE
+pre-training leftovers (decoder, mask token, heads) that loading ignores. Heads are not stored
+in a state dict; they are reported assuming 64-wide heads (ViT-B: 12 heads of 64).
 
-`require(kind, info, flag, expected)` turns a mismatch into one `ModelError` line naming the
+`expected_for_encoder(name, which, cfg)` is the geometry a checkpoint of a timm name must have
+(read from the timm model, `model.families.encoder_geometry`); `compare_geometry` refuses a
+file that does not have it in one line naming the file, both geometries and the name.
+`require(kind, info, flag, expected)` turns a wrong kind into one `ModelError` line naming the
 file and what it is instead ("this is an AudioMAE encoder (1 input channel), given as
---vision-ckpt"). `expected` is the run's encoder geometry (`Expected.from_model_config`):
-ViT-B/16 for the paper preset, the shrunken ViT of the tiny preset in tests and the demo.
+--vision-ckpt"). `expected` is the run's encoder geometry per encoder
+(`Expected.from_model_config`): ViT-B/16 for the paper preset, the shrunken ViT of the tiny
+preset in tests and the demo, the named timm architectures otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -35,6 +43,7 @@ import torch
 from model.checkpoint import FORMAT, IGNORED_ENCODER_KEYS, safe_torch_load
 from model.config import ModelConfig
 from model.errors import ModelError
+from model.families import ViTGeometry, encoder_geometry
 
 KINDS = ("vision-encoder", "audio-encoder", "mma-run", "authors-trained", "unknown")
 # `mma weights check --as` names -> kinds.
@@ -44,42 +53,107 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass(frozen=True)
-class Expected:
-    """The encoder geometry a run needs: width, depth, patch size, and the spectrogram's mel bins."""
-
-    width: int = 768
-    depth: int = 12
-    patch_size: int = 16
-    audio_mel_bins: int = 128
-
-    @classmethod
-    def from_model_config(cls, cfg: ModelConfig) -> Expected:
-        return cls(cfg.embed_dim, cfg.depth, cfg.patch_size, cfg.audio_mel_bins)
-
-    def describe(self) -> str:
-        vit_b = self == VIT_B
-        return f"width {self.width}, depth {self.depth}, {self.patch_size} px patches{' (ViT-B/16)' if vit_b else ''}"
-
-
-VIT_B = Expected()
-
-
-@dataclass
 class EncoderGeometry:
-    """A ViT encoder's shape as its tensors give it."""
+    """A ViT encoder's shape as its tensors give it (or, from `expected_for_encoder`, as a timm name needs it)."""
 
     width: int
     depth: int
-    heads: int | None  # assuming 64-wide heads
+    heads: int | None  # read from tensors: assuming 64-wide heads
     patch_size: int
     in_chans: int
-    pos_rows: int | None  # positional-embedding rows of the patch grid (CLS excluded)
+    pos_rows: int | None  # positional-embedding rows of the patch grid (prefix rows excluded)
     pos_grid: tuple[int, int] | None  # (rows, cols) of that grid when it can be told
+    prefix_tokens: int = 1  # class token + register tokens
+    family: str = "ViT"  # ViT | CLIP-style | DINOv2-style | EVA-02 (from telltale tensors)
+    name: str = ""  # the timm name, for an expected geometry
 
     def describe(self) -> str:
         grid = f", {self.pos_grid[0]}x{self.pos_grid[1]} position grid" if self.pos_grid else ""
         heads = f", {self.heads} heads of {HEAD_WIDTH} (assumed)" if self.heads and self.heads > 1 else ""
-        return f"width {self.width}, depth {self.depth}{heads}, {self.patch_size} px patches{grid}"
+        prefix = f", {self.prefix_tokens} prefix tokens" if self.prefix_tokens != 1 else ""
+        family = f", {self.family} layout" if self.family != "ViT" else ""
+        return f"width {self.width}, depth {self.depth}{heads}, {self.patch_size} px patches{prefix}{grid}{family}"
+
+    def shape(self, *, prefix: bool = False) -> str:
+        """Width, depth, patch size (and the prefix tokens when asked): what `compare_geometry` compares, but the family."""
+        tail = f", {self.prefix_tokens} prefix token{'s' if self.prefix_tokens != 1 else ''}" if prefix else ""
+        return f"width {self.width}, depth {self.depth}, {self.patch_size} px patches{tail}"
+
+    def key(self) -> tuple[int, int, int, int]:
+        """(width, depth, patch size, prefix tokens): with `family`, what `compare_geometry` compares."""
+        return self.width, self.depth, self.patch_size, self.prefix_tokens
+
+
+def _layout_family(geo: ViTGeometry) -> str:
+    """The family name `_family` gives a state dict of this geometry (the same telltales, the same order)."""
+    if geo.rope:
+        return "EVA-02"
+    if geo.layer_scale:
+        return "DINOv2-style"
+    if geo.pre_norm:
+        return "CLIP-style"
+    return "ViT"
+
+
+def expected_for_encoder(name: str, which: str = "vision", cfg: ModelConfig | None = None) -> EncoderGeometry:
+    """The geometry a `which` checkpoint for the timm name `name` must have (with `cfg`'s geometry overrides).
+
+    Read from the timm model (`model.families.encoder_geometry`; no timm for the paper's
+    architecture). The positional grid is not part of it: checkpoints are resized on load.
+    """
+    base = cfg if cfg is not None else ModelConfig()
+    geo = encoder_geometry(dataclasses.replace(base, **{f"{which}_encoder": name}), which)
+    return EncoderGeometry(width=geo.width, depth=geo.depth, heads=geo.heads, patch_size=geo.patch_size[0],
+                           in_chans=geo.in_chans, pos_rows=None, pos_grid=None,
+                           prefix_tokens=geo.num_prefix_tokens, family=_layout_family(geo), name=name)
+
+
+def compare_geometry(found: EncoderGeometry, expected: EncoderGeometry, path: str | Path, *, what: str = "this file",
+                     flag: str = "", needs: str = "") -> None:
+    """ModelError in one line unless `found` has `expected`'s width, depth, patch size, prefix tokens and family.
+
+    The line names the file and what it has, then who needs what: `needs` (e.g. "--preset paper")
+    with the architecture in brackets, or else the architecture's name.
+    """
+    if found.key() == expected.key() and found.family == expected.family:
+        return
+    prefix = found.prefix_tokens != expected.prefix_tokens or expected.prefix_tokens != 1
+    family = found.family != expected.family
+    given = f", given as {flag}" if flag else ""
+    label = _label(expected)
+    who = needs or label or "the run's model"
+    has = found.shape(prefix=prefix) + (f", {found.family} layout" if family else "")
+    wants = (expected.shape(prefix=prefix) + (f" ({label})" if needs and label else "")
+             + (f", {expected.family} layout" if family else ""))
+    raise ModelError(f"{path}: {what} has {has}{given}; {who} needs {wants}")
+
+
+def _label(expected: EncoderGeometry) -> str:
+    """ "ViT-B/16" for the paper's geometry, else the timm name."""
+    if expected.key() == (768, 12, 16, 1) and expected.family == "ViT":
+        return "ViT-B/16"
+    return expected.name
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The encoder geometry a run needs, per encoder (`vision`, `audio`), and the spectrogram's mel bins."""
+
+    vision: EncoderGeometry
+    audio: EncoderGeometry
+    audio_mel_bins: int = 128
+
+    @classmethod
+    def from_model_config(cls, cfg: ModelConfig) -> Expected:
+        return cls(expected_for_encoder(cfg.vision_encoder, "vision", cfg),
+                   expected_for_encoder(cfg.audio_encoder, "audio", cfg), cfg.audio_mel_bins)
+
+    def for_kind(self, kind: str) -> EncoderGeometry:
+        """The geometry a file of `kind` ("vision-encoder" | "audio-encoder") must have."""
+        return self.audio if kind == "audio-encoder" else self.vision
+
+
+VIT_B = Expected.from_model_config(ModelConfig())
 
 
 @dataclass
@@ -96,10 +170,13 @@ class CheckpointInfo:
 
     def short(self) -> str:
         """What the file is, in a few words ("an AudioMAE encoder (1 input channel)")."""
+        family = self.encoder.family if self.encoder is not None else "ViT"
         if self.kind == "vision-encoder":
-            return "a MAE-Face encoder (3 input channels)"
+            return "a MAE-Face encoder (3 input channels)" if family == "ViT" else \
+                f"a {family} vision encoder (3 input channels)"
         if self.kind == "audio-encoder":
-            return "an AudioMAE encoder (1 input channel)"
+            return "an AudioMAE encoder (1 input channel)" if family == "ViT" else \
+                f"a {family} audio encoder (1 input channel)"
         if self.kind == "mma-run":
             ds, fold = self.run.get("dataset"), self.run.get("fold")
             return f"an mma run checkpoint{f' ({ds} fold {fold})' if ds is not None and fold is not None else ''}"
@@ -149,18 +226,45 @@ def _encoder_geometry(sd: Mapping[str, Any], prefix: str, audio_mel_bins: int, e
         return None
     width, in_chans, ph, _ = (int(s) for s in conv.shape)
     depth = len({int(m.group(1)) for k in sd if k.startswith(prefix) and (m := _BLOCK.match(k[len(prefix):]))})
+    reg = sd.get(f"{prefix}reg_token")
+    prefix_tokens = int(f"{prefix}cls_token" in sd) + (int(reg.shape[1]) if isinstance(reg, torch.Tensor)
+                                                        and reg.dim() == 3 else 0)
     pos = sd.get(f"{prefix}pos_embed")
-    rows = int(pos.shape[1]) - 1 - extra_rows if isinstance(pos, torch.Tensor) and pos.dim() == 3 else None
+    total = int(pos.shape[1]) - extra_rows if isinstance(pos, torch.Tensor) and pos.dim() == 3 else None
+    rows: int | None = None
     grid: tuple[int, int] | None = None
-    if rows is not None and rows > 0:
-        if in_chans == 1:
-            cols = audio_mel_bins // ph if ph else 0
-            grid = (rows // cols, cols) if cols and rows % cols == 0 else None
+    if total is not None:
+        # rows for the prefix tokens, then the grid; some families (DINOv2 with registers) give the prefix none
+        for rows in dict.fromkeys((total - prefix_tokens, total)):
+            grid = _grid(rows, in_chans, ph, audio_mel_bins)
+            if grid is not None:
+                break
         else:
-            side = math.isqrt(rows)
-            grid = (side, side) if side * side == rows else None
+            rows = total - prefix_tokens
     heads = width // HEAD_WIDTH if width % HEAD_WIDTH == 0 else None
-    return EncoderGeometry(width, depth, heads, ph, in_chans, rows, grid)
+    return EncoderGeometry(width, depth, heads, ph, in_chans, rows, grid, prefix_tokens, _family(sd, prefix))
+
+
+def _grid(rows: int, in_chans: int, patch: int, audio_mel_bins: int) -> tuple[int, int] | None:
+    """The position grid of `rows` patch rows: square for images, (time x mel bins / patch) for spectrograms."""
+    if rows <= 0:
+        return None
+    if in_chans == 1:
+        cols = audio_mel_bins // patch if patch else 0
+        return (rows // cols, cols) if cols and rows % cols == 0 else None
+    side = math.isqrt(rows)
+    return (side, side) if side * side == rows else None
+
+
+def _family(sd: Mapping[str, Any], prefix: str) -> str:
+    """Which family the tensors are from, by its telltale tensors (the plain MAE/timm layout: "ViT")."""
+    if f"{prefix}blocks.0.attn.q_bias" in sd:
+        return "EVA-02"
+    if f"{prefix}blocks.0.ls1.gamma" in sd:
+        return "DINOv2-style"
+    if f"{prefix}norm_pre.weight" in sd:
+        return "CLIP-style"
+    return "ViT"
 
 
 def _tensor_dict(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -177,6 +281,7 @@ def _inspect_mma(obj: Mapping[str, Any], info: CheckpointInfo) -> CheckpointInfo
     model = cfg.get("model") if isinstance(cfg.get("model"), Mapping) else {}
     info.run = {"dataset": cfg.get("dataset"), "fold": cfg.get("fold"), "name": cfg.get("name"),
                 "epoch": obj.get("epoch"), "image_size": model.get("image_size"),
+                "vision_encoder": model.get("vision_encoder"), "audio_encoder": model.get("audio_encoder"),
                 "width": model.get("embed_dim"), "depth": model.get("depth"),
                 "full_state": bool(obj.get("full_state")),
                 "encoders": {w: (e or {}).get("sha256") for w, e in (obj.get("encoders") or {}).items()}}
@@ -263,14 +368,9 @@ def _swap_hint(kind: str, info: CheckpointInfo) -> str:
     return ""
 
 
-def _check_geometry(geo: EncoderGeometry, expected: Expected, path: str, flag: str, what: str, needs: str) -> None:
-    got = (geo.width, geo.depth, geo.patch_size)
-    if got != (expected.width, expected.depth, expected.patch_size):
-        given = f", given as {flag}" if flag else ""
-        raise ModelError(
-            f"{path}: {what} has width {geo.width}, depth {geo.depth}, {geo.patch_size} px patches{given}; "
-            f"{needs} needs {expected.describe()}"
-        )
+def _check_geometry(geo: EncoderGeometry, expected: Expected, kind: str, path: str, flag: str, what: str,
+                    needs: str) -> None:
+    compare_geometry(geo, expected.for_kind(kind), path, what=what, flag=flag, needs=needs)
     if geo.pos_rows is not None and geo.pos_grid is None:
         shape = "a square grid" if geo.in_chans == 3 else f"a (time x {expected.audio_mel_bins // geo.patch_size}) grid"
         raise ModelError(f"{path}: {what} has {geo.pos_rows} positional-embedding rows, not {shape}, given as {flag}")
@@ -292,12 +392,13 @@ def require(kind: str, info: CheckpointInfo, flag: str, expected: Expected | Non
         return info
     if kind in ("vision-encoder", "audio-encoder") and info.encoder is not None:
         what = "this " + info.short().removeprefix("a ").removeprefix("an ")
-        _check_geometry(info.encoder, expected, info.path, flag, what, needs)
+        _check_geometry(info.encoder, expected, kind, info.path, flag, what, needs)
     elif kind == "authors-trained":
-        for geo, what in ((info.encoder, "its vision encoder"), (info.audio_encoder, "its audio encoder")):
+        for geo, what, role in ((info.encoder, "its vision encoder", "vision-encoder"),
+                                (info.audio_encoder, "its audio encoder", "audio-encoder")):
             if geo is None:
                 raise ModelError(f"{info.path}: no patch embedding for {what} in the authors' checkpoint, given as {flag}")
-            _check_geometry(geo, expected, info.path, flag, what, needs)
+            _check_geometry(geo, expected, role, info.path, flag, what, needs)
     return info
 
 

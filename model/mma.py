@@ -3,11 +3,14 @@
 Data flow (docs/architecture.md, "Model"), for frames (n, T, 3, S, S) in [0, 1] and a normalised fbank
 (n, 1, 512, 128):
 
-    embed            frozen patch-embedding convs -> vision (n, T, Nv, D), audio (n, Na, D)
-    forward_embedded [CLS, patches, prompts] + pos embed; for each block i: audio block i,
-                     vision block i, fusion i (+ ITA i), progressive prompts after block i;
-                     final norms -> frame CLS (n, T, D), audio CLS (n, D);
-                     Joint Adaptation Linear D->512 on (frame CLS + audio CLS) -> (n, T, 512);
+    embed            the vision encoder's input statistics (identity for MAE-Face), then the frozen
+                     patch-embedding convs -> vision (n, T, Nv, Dv), audio (n, Na, Da)
+    forward_embedded [prefix, patches, prompts] + pos embed; for each fusion pair (vision block jv,
+                     audio block ja; `fusion_pairs`, (i, i) for equal depths): audio blocks up to ja,
+                     vision blocks up to jv, fusion (+ ITA), progressive prompts after each block;
+                     final norms -> frame CLS (n, T, Dv), audio CLS (n, Da);
+                     Joint Adaptation Linear D->512 on (frame CLS + audio CLS) (unequal widths: one
+                     Linear per encoder, summed) -> (n, T, 512);
                      MTT -> CLS (n, 512) (or the mean over T when MTT is off); Linear -> (n, C)
 
 `forward == forward_embedded ∘ embed`, so the cache can store `embed`'s output.
@@ -23,11 +26,11 @@ import logging
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from model.config import ModelConfig
-from model.encoders import PromptedViT, build_audio_encoder, build_vision_encoder
-from model.fusion import GatedFusion, build_fusion
+from model.encoders import PromptedEncoder
+from model.families import create_timm_encoder, encoder_geometry, encoder_norm
+from model.fusion import GatedFusion, build_fusion, fusion_pairs
 from model.prompts import PromptTokens
 from model.temporal import TemporalAdaptor, TemporalTransformer, ita_heads
 
@@ -45,29 +48,38 @@ class MMADFER(nn.Module):
         self.use_audio = cfg.modality in ("both", "audio")
         multimodal = cfg.modality == "both"
 
-        self.vision: PromptedViT | None = (
-            build_vision_encoder(cfg, self._prompts(cfg) if multimodal else None) if self.use_vision else None
-        )
-        self.audio: PromptedViT | None = (
-            build_audio_encoder(cfg, self._prompts(cfg) if multimodal else None) if self.use_audio else None
-        )
+        self.vision: PromptedEncoder | None = self._encoder(cfg, "vision", multimodal) if self.use_vision else None
+        self.audio: PromptedEncoder | None = self._encoder(cfg, "audio", multimodal) if self.use_audio else None
         if not multimodal:
             for enc in (self.vision, self.audio):
                 if enc is not None:
                     enc.freeze_backbone(freeze_pos_embed=True)
+        # (vision block, audio block) of each fusion step; a unimodal model steps through its one encoder.
+        if multimodal:
+            self.block_pairs: list[tuple[int | None, int | None]] = list(
+                fusion_pairs(self.vision.depth, self.audio.depth))  # type: ignore[union-attr]
+        elif self.vision is not None:
+            self.block_pairs = [(i, None) for i in range(self.vision.depth)]
+        else:
+            self.block_pairs = [(None, i) for i in range(self.audio.depth)]  # type: ignore[union-attr]
+        steps = len(self.block_pairs)
+        vision_dim = self.vision.embed_dim if self.vision is not None else 0
+        audio_dim = self.audio.embed_dim if self.audio is not None else 0
+        self.input_norm = encoder_norm(cfg, "vision") if self.vision is not None else None
 
         self.fusion: nn.ModuleList | None = None
         if multimodal and cfg.fusion != "none":
             self.fusion = nn.ModuleList(
                 build_fusion(
                     cfg.fusion,
-                    dim=cfg.embed_dim,
+                    vision_dim=vision_dim,
+                    audio_dim=audio_dim,
                     latent=cfg.latent_dim,
                     width=cfg.mult_dim,
                     heads=cfg.mult_heads,
                     mlp_ratio=cfg.mult_mlp_ratio,
                 )
-                for _ in range(cfg.depth)
+                for _ in range(steps)
             )
 
         # Intermediate temporal adaptors: inside the bottleneck (latent space, the fusion's gate)
@@ -77,18 +89,21 @@ class MMADFER(nn.Module):
         self.ita_in_bottleneck = False
         if multimodal and cfg.temporal in ("ita", "both"):
             self.ita_in_bottleneck = cfg.fusion == "bottleneck"
-            in_dim = cfg.latent_dim if self.ita_in_bottleneck else cfg.embed_dim
+            in_dim = cfg.latent_dim if self.ita_in_bottleneck else vision_dim
             heads = ita_heads(cfg.ita_dim, cfg.ita_head_dim)
             self.ita = nn.ModuleList(
-                TemporalAdaptor(in_dim, cfg.ita_dim, heads, cfg.num_frames) for _ in range(cfg.depth)
+                TemporalAdaptor(in_dim, cfg.ita_dim, heads, cfg.num_frames) for _ in range(steps)
             )
             if not self.ita_in_bottleneck:
-                self.ita_gates = nn.ParameterList(nn.Parameter(torch.zeros(1)) for _ in range(cfg.depth))
+                self.ita_gates = nn.ParameterList(nn.Parameter(torch.zeros(1)) for _ in range(steps))
 
         self.jam: nn.Linear | None = None
+        self.jam_audio: nn.Linear | None = None  # encoders of unequal width: the audio CLS's own projection
         self.temporal: TemporalTransformer | None = None
         if multimodal:
-            self.jam = nn.Linear(cfg.embed_dim, cfg.temporal_dim)
+            self.jam = nn.Linear(vision_dim, cfg.temporal_dim)
+            if audio_dim != vision_dim:
+                self.jam_audio = nn.Linear(audio_dim, cfg.temporal_dim, bias=False)
             if cfg.temporal in ("mtt", "both"):
                 self.temporal = TemporalTransformer(
                     cfg.temporal_dim,
@@ -100,25 +115,37 @@ class MMADFER(nn.Module):
                 )
             self.classifier = nn.Linear(cfg.temporal_dim, cfg.num_classes)
         else:
-            self.classifier = nn.Linear(cfg.embed_dim, cfg.num_classes)
+            self.classifier = nn.Linear(vision_dim or audio_dim, cfg.num_classes)
 
         # Which checkpoint each encoder holds ({"path", "sha256"}); None = random weights.
         self.encoder_sources: dict[str, dict | None] = {"vision": None, "audio": None}
         self._random_warning_done = False
-        self.grad_checkpointing = False
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each encoder block's activations in the backward pass instead of storing them
-        (torch.utils.checkpoint, non-reentrant; training with gradients only): less memory for large
-        batches, about one more forward of the encoders in time, the same gradients."""
-        self.grad_checkpointing = bool(enable)
 
     @staticmethod
-    def _prompts(cfg: ModelConfig) -> PromptTokens | None:
-        if cfg.prompts == "none":
-            return None
-        intro = cfg.prompt_introductions if cfg.prompts == "progressive" else 0
-        return PromptTokens(cfg.num_prompts, cfg.embed_dim, depth=cfg.depth, introductions=intro)
+    def _encoder(cfg: ModelConfig, which: str, multimodal: bool) -> PromptedEncoder:
+        """The prompts (drawn first, as the authors' order of construction has it), then the timm encoder."""
+        name = getattr(cfg, f"{which}_encoder")
+        geometry = encoder_geometry(cfg, which)  # no random numbers drawn
+        prompts = None
+        if multimodal and cfg.prompts != "none":
+            intro = cfg.prompt_introductions if cfg.prompts == "progressive" else 0
+            prompts = PromptTokens(cfg.num_prompts, geometry.width, depth=geometry.depth, introductions=intro)
+        enc = PromptedEncoder(create_timm_encoder(cfg, which), name, prompts)
+        if enc.geometry != geometry:
+            raise RuntimeError(f"{name}: built geometry {enc.geometry} differs from the predicted {geometry}")
+        return enc
+
+    def fusion_pairs(self) -> list[tuple[int, int]]:
+        """(vision block, audio block) after which each fusion step acts; [] for a unimodal model."""
+        if self.vision is None or self.audio is None:
+            return []
+        return [(int(v), int(a)) for v, a in self.block_pairs]  # type: ignore[arg-type]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint the encoder blocks in training: activations recomputed in backward (less memory, same gradients)."""
+        for enc in (self.vision, self.audio):
+            if enc is not None:
+                enc.set_grad_checkpointing(enable)
 
     # ------------------------------------------------------------------ stage 1
 
@@ -138,10 +165,11 @@ class MMADFER(nn.Module):
                     f"{None if frames is None else tuple(frames.shape)}"
                 )
             t = frames.shape[1]
-            vt = self.vision.embed_patches(frames.reshape(n * t, *frames.shape[2:])).view(n, t, -1, cfg.embed_dim)
+            x = self._normalise_frames(frames.reshape(n * t, *frames.shape[2:]))
+            vt = self.vision.embed_patches(x).view(n, t, -1, self.vision.embed_dim)
         else:
             t = frames.shape[1] if frames is not None and frames.dim() == 5 else 0
-            vt = ref.new_zeros(n, t, 0, cfg.embed_dim)
+            vt = ref.new_zeros(n, t, 0, self.audio.embed_dim if self.audio is not None else 0)
         if self.audio is not None:
             want = (1, cfg.audio_frames, cfg.audio_mel_bins)
             if spec is None or spec.dim() != 4 or tuple(spec.shape[1:]) != want:
@@ -151,8 +179,17 @@ class MMADFER(nn.Module):
                 )
             at = self.audio.embed_patches(spec)
         else:
-            at = ref.new_zeros(n, 0, cfg.embed_dim)
+            at = ref.new_zeros(n, 0, self.vision.embed_dim if self.vision is not None else 0)
         return vt, at
+
+    def _normalise_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std per channel with the vision encoder's statistics; untouched when they are the identity."""
+        norm = self.input_norm
+        if norm is None or norm.identity:
+            return x
+        mean = torch.tensor(norm.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(norm.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
 
     @staticmethod
     def _batch(frames: torch.Tensor | None, spec: torch.Tensor | None) -> int:
@@ -185,29 +222,32 @@ class MMADFER(nn.Module):
         v = a = None
         t = vision_tokens.shape[1]
         if self.vision is not None:
-            if vision_tokens.dim() != 4 or vision_tokens.shape[2:] != (self.vision.num_patches, cfg.embed_dim):
+            if vision_tokens.dim() != 4 or vision_tokens.shape[2:] != (self.vision.num_patches, self.vision.embed_dim):
                 raise ValueError(
-                    f"vision tokens must be (n, T, {self.vision.num_patches}, {cfg.embed_dim}); "
+                    f"vision tokens must be (n, T, {self.vision.num_patches}, {self.vision.embed_dim}); "
                     f"got {tuple(vision_tokens.shape)}"
                 )
             if t > cfg.num_frames and (self.temporal is not None or self.ita is not None):
                 raise ValueError(f"model built for at most {cfg.num_frames} frames, got {t}")
             v = self.vision.start(vision_tokens.reshape(n * t, *vision_tokens.shape[2:]))
         if self.audio is not None:
-            if audio_tokens.dim() != 3 or audio_tokens.shape[1:] != (self.audio.num_patches, cfg.embed_dim):
+            if audio_tokens.dim() != 3 or audio_tokens.shape[1:] != (self.audio.num_patches, self.audio.embed_dim):
                 raise ValueError(
-                    f"audio tokens must be (n, {self.audio.num_patches}, {cfg.embed_dim}); "
+                    f"audio tokens must be (n, {self.audio.num_patches}, {self.audio.embed_dim}); "
                     f"got {tuple(audio_tokens.shape)}"
                 )
             if self.vision is not None and vision_tokens.shape[0] != n:
                 raise ValueError(f"vision and audio token batch sizes differ: {vision_tokens.shape[0]} vs {n}")
             a = self.audio.start(audio_tokens)
 
-        for i in range(cfg.depth):
+        next_v = next_a = 0  # the next block of each encoder to run
+        for i, (jv, ja) in enumerate(self.block_pairs):
             if a is not None:
-                a = self._block(self.audio.blocks[i], a)  # type: ignore[union-attr]
+                a = self._run_blocks(self.audio, a, next_a, ja)  # type: ignore[arg-type]
+                next_a = ja + 1  # type: ignore[operator]
             if v is not None:
-                v = self._block(self.vision.blocks[i], v)  # type: ignore[union-attr]
+                v = self._run_blocks(self.vision, v, next_v, jv)  # type: ignore[arg-type]
+                next_v = jv + 1  # type: ignore[operator]
             if self.fusion is not None:
                 fuse: GatedFusion = self.fusion[i]  # type: ignore[assignment]
                 ita = self.ita[i] if self.ita_in_bottleneck else None  # type: ignore[index]
@@ -215,19 +255,22 @@ class MMADFER(nn.Module):
             if self.ita is not None and not self.ita_in_bottleneck:
                 v = self._standalone_ita(i, v, n)  # type: ignore[arg-type]
             if v is not None:
-                v = self.vision.add_prompts(i, v)  # type: ignore[union-attr]
+                v = self.vision.add_prompts(jv, v)  # type: ignore[union-attr,arg-type]
             if a is not None:
-                a = self.audio.add_prompts(i, a)  # type: ignore[union-attr]
+                a = self.audio.add_prompts(ja, a)  # type: ignore[union-attr,arg-type]
 
         v_cls = self.vision.finish(v).view(n, t, -1) if v is not None else None  # type: ignore[union-attr]
         a_cls = self.audio.finish(a) if a is not None else None  # type: ignore[union-attr]
         return v_cls, a_cls
 
-    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """One encoder block, checkpointed when `set_grad_checkpointing` asked for it and gradients flow."""
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+    @staticmethod
+    def _run_blocks(enc: PromptedEncoder, x: torch.Tensor, first: int, last: int) -> torch.Tensor:
+        """Blocks first..last of `enc`, with the prompts of every block but the last (those follow the fusion)."""
+        for j in range(first, last + 1):
+            if j > first:
+                x = enc.add_prompts(j - 1, x)
+            x = enc.block(j, x)
+        return x
 
     def _standalone_ita(self, i: int, v: torch.Tensor, n: int) -> torch.Tensor:
         bt, lv, dim = v.shape
@@ -241,7 +284,10 @@ class MMADFER(nn.Module):
         if self.jam is None:  # unimodal
             feat = v_cls.mean(1) if v_cls is not None else a_cls
             return self.classifier(feat)
-        joint = self.jam(v_cls + a_cls[:, None, :])  # type: ignore[index,operator]
+        if self.jam_audio is None:
+            joint = self.jam(v_cls + a_cls[:, None, :])  # type: ignore[index,operator]
+        else:
+            joint = self.jam(v_cls) + self.jam_audio(a_cls)[:, None, :]  # type: ignore[index,operator,misc]
         feat = self.temporal(joint) if self.temporal is not None else joint.mean(1)
         return self.classifier(feat)
 

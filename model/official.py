@@ -40,6 +40,7 @@ from model.checkpoint import safe_torch_load, save_model_checkpoint
 from model.config import ModelConfig
 from model.mma import MMADFER
 from model.errors import ModelError
+from model.families import encoder_geometry
 from model.files import sha256_file
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,9 @@ def _check_config(cfg: ModelConfig, state: Mapping[str, torch.Tensor], path: Pat
     if pos is not None and prompts is not None and pos.dim() == 3:
         grid = pos.shape[1] - 1 - prompts.shape[0]
         side = math.isqrt(max(grid, 0))
-        if side * side == grid and side * cfg.patch_size != cfg.image_size:
-            raise ModelError(f"{path}: the checkpoint was trained at image size {side * cfg.patch_size} "
+        patch = encoder_geometry(cfg, "vision").patch_size[0]
+        if side * side == grid and side * patch != cfg.image_size:
+            raise ModelError(f"{path}: the checkpoint was trained at image size {side * patch} "
                            f"({grid} patches), the model is configured for {cfg.image_size} (pass --image-size)")
     head = state.get("our_classifier.weight")
     if head is not None and head.shape[0] != cfg.num_classes:

@@ -128,7 +128,7 @@ def run_demo(ws: Workspace, *, folds: str | Sequence[int] = (1,), force: bool = 
     for fold in fold_list:
         cfg = copy.deepcopy(base)
         cfg.fold = fold
-        run_dir = dws.run_dir(DATASET, RUN_NAME, fold)
+        run_dir = dws.run_dir(DATASET, RUN_NAME, fold, cfg.train.seed)
         resume = not force and ((run_dir / "last.pt").exists() or (run_dir / "result.json").exists())
         result = step(5, f"train fold {fold}", f"tiny preset, {cfg.train.epochs} epochs from the cache -> {run_dir}",
                       lambda: train_fold(cfg, dws, run_dir=run_dir, resume=resume, force=force).record)

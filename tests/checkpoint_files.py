@@ -4,6 +4,8 @@
   decoder and mask token included), any width/depth/input channels;
 - `vision_file` / `audio_file`: MAE-Face- and AudioMAE-shaped files at the tiny preset's geometry
   (width 64, depth 4; 224 px faces -> 14x14 grid, 1024x128 spectrograms -> 64x8 grid);
+- `timm_file`: any timm architecture's state dict saved bare as timm saves one (timm names),
+  width 32 and depth 2 unless told;
 - `mma_run_file`: a checkpoint as `mma train` writes it, from a tiny model;
 - `authors_file`: a tiny model saved in the authors' layout (see official_layout.py).
 """
@@ -46,6 +48,23 @@ def audio_file(path: Path, **kw) -> Path:
     """An AudioMAE-shaped encoder file at the tiny preset's width and depth (1024x128, 64x8 grid)."""
     mae_file(path, img_size=(1024, 128), in_chans=1, **kw)
     return Path(path)
+
+
+def timm_file(path: Path, name: str, *, in_chans: int = 3, img_size=224, **kw) -> dict:
+    """`name`'s timm state dict (random, seeded) saved bare at `path` with torch.save; returns it."""
+    import timm
+
+    args = dict(embed_dim=32, depth=2, num_heads=2, **kw)
+    torch.manual_seed(0)
+    vit = timm.create_model(name.partition(".")[0], pretrained=False, num_classes=0, in_chans=in_chans,
+                            img_size=img_size, **args)
+    sd = {k: v.clone().contiguous() for k, v in vit.state_dict().items()}
+    with torch.no_grad():
+        for key in ("pos_embed", "cls_token", "reg_token"):
+            if key in sd:
+                sd[key] = torch.randn_like(sd[key])
+    torch.save(sd, path)
+    return sd
 
 
 def tiny_model(num_classes: int = 4):

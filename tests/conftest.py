@@ -212,3 +212,54 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(f"{NO_SLURM}; CI=true: the SLURM tests must run (.ci/run starts the cluster)", pytrace=False)
     pytest.skip(NO_SLURM)
 
+
+
+# --------------------------------------------------------------------------- a small real filesystem that fills up
+NO_MOUNT = "mounting a tmpfs needs root (CAP_SYS_ADMIN); CI runs as root"
+
+
+class SmallDisks:
+    """Real tmpfs mounts of a given size (disks that really fill up) and a ballast file to fill them."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.mounted: list[Path] = []
+
+    def mount(self, size: int) -> Path:
+        point = self.base / f"tmpfs{len(self.mounted)}"
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size)}", "tmpfs", str(point)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            reason = f"{NO_MOUNT}: mount said {proc.stderr.strip()!r}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(reason, pytrace=False)
+            pytest.skip(reason)
+        self.mounted.append(point)
+        return point
+
+    @staticmethod
+    def fill(point: Path, leave_free: int) -> Path:
+        """Allocate a ballast file so that about `leave_free` bytes stay free on `point`'s filesystem."""
+        ballast = point / "ballast"
+        size = shutil.disk_usage(point).free - int(leave_free)
+        assert size > 0, f"{point}: only {shutil.disk_usage(point).free} bytes free, wanted {leave_free} left"
+        fd = os.open(ballast, os.O_CREAT | os.O_WRONLY)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+        return ballast
+
+    def unmount_all(self) -> None:
+        for point in reversed(self.mounted):
+            subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture
+def small_disks(tmp_path: Path):
+    """`SmallDisks` under tmp_path; every tmpfs is unmounted at teardown. Without root the test is
+    skipped, except on CI (CI=true), where it fails."""
+    disks = SmallDisks(tmp_path)
+    yield disks
+    disks.unmount_all()

@@ -199,8 +199,9 @@ class RunConfig:
 
 
 def resolve_run(cfg: RunConfig, device_type: str) -> RunConfig:
-    """Replace cfg's "auto" data choices and train.precision by what runs (in place; returns cfg),
-    so the config.json and checkpoint of a run record the concrete choices."""
+    """Replace cfg's "auto" data choices, train.precision and the encoders' input statistics by what runs
+    (in place; returns cfg), so the config.json and checkpoint of a run record the concrete choices."""
+    cfg.model = cfg.model.resolved()
     cfg.data = cfg.data.resolved(cfg.dataset)
     cfg.train.precision = resolve_precision(cfg.train.precision, cfg.data.compat, device_type)
     return cfg
@@ -218,7 +219,10 @@ def paper() -> RunConfig:
 
 
 def tiny() -> RunConfig:
-    """Same architecture with a small ViT (width 64, depth 4, 4 heads, S=32) for CPU tests and the demo."""
+    """Same architecture with a small ViT (width 64, depth 4, 4 heads, S=32) for CPU tests and the demo.
+
+    The width/depth/heads are overrides of whatever encoders are named (`--set model.vision_encoder=...`
+    gives that family at this size; its own patch size is kept)."""
     cfg = RunConfig(name="tiny")
     cfg.data.compat = "mma"
     cfg.model = ModelConfig(
@@ -227,7 +231,6 @@ def tiny() -> RunConfig:
         embed_dim=64,
         depth=4,
         num_heads=4,
-        patch_size=16,
         drop_path=0.1,
         mult_dim=32,
         ita_dim=32,
@@ -312,15 +315,23 @@ RETIRED_KEYS = frozenset({"model.vision_ckpt_grid"})
 # Keys merged into another field: saved configs drop them (`upgrade_saved_config`: they always held
 # the same value as the field they merged into), user input is told where the value lives now.
 MERGED_KEYS = {"data.num_frames": "model.num_frames"}
+# Before encoders were named (model.vision_encoder), configs spelled ViT-B/16's geometry out: these
+# values, saved without an encoder name, are what the default architecture has of itself.
+VIT_B_GEOMETRY = {"embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0, "patch_size": 16}
 
 
 def upgrade_saved_config(values: Mapping[str, Any]) -> dict[str, Any]:
     """A config dict written by an earlier version (config.json, a checkpoint, a sweep job) in today's keys.
 
     `data.num_frames` is dropped: it had to equal `model.num_frames` (the loader refused a run
-    where they differed), which now holds the frames per clip alone.
+    where they differed), which now holds the frames per clip alone. A model section without
+    `vision_encoder` (written before encoders were named) drops the geometry fields that only
+    restate ViT-B/16's own (`VIT_B_GEOMETRY`; they are overrides now, None by default).
     """
     out = dict(values)
+    model = out.get("model")
+    if isinstance(model, Mapping) and "vision_encoder" not in model:
+        out["model"] = {k: v for k, v in model.items() if VIT_B_GEOMETRY.get(k, object()) != v}
     for dotted in MERGED_KEYS:
         section, key = dotted.split(".")
         if isinstance(out.get(section), Mapping) and key in out[section]:

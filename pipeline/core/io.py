@@ -46,8 +46,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
-    """Write JSON atomically (sorted keys off: the writer's order is kept)."""
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """Write JSON atomically (sorted keys off: the writer's order is kept; indent None: compact)."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
 
 

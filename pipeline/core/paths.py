@@ -4,7 +4,8 @@ Layout under the workdir (default ./work, env MMA_WORKDIR):
   <dataset>/prep/            per-clip prep results, failures.jsonl, summary.json
   <dataset>/shards/          WebDataset tars grouped by test fold + index.json
   <dataset>/cache.zarr       stage-1 patch-embedding cache
-  <dataset>/runs/<name>/fold<k>/   training runs
+  <dataset>/runs/<name>/seed<s>/fold<k>/   training runs (runs made before seeds were a dimension:
+                             <name>/fold<k>/, still found; pipeline.core.seeds)
   <dataset>/sweeps/<preset>/ sweep job state and reports
   weights/                   checkpoints `mma weights` fetched or registered + weights.json
                              (`weights_dir` in the project file puts it elsewhere)
@@ -17,6 +18,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.core.seeds import DEFAULT_SEED, seeded_run_dir
 
 DEFAULT_WORKDIR = "work"
 DEFAULT_MANIFESTS = "data_manifests"
@@ -71,8 +74,10 @@ class Workspace:
     def runs_dir(self, dataset: str) -> Path:
         return self.dataset_dir(dataset) / "runs"
 
-    def run_dir(self, dataset: str, name: str, fold: int) -> Path:
-        return self.runs_dir(dataset) / name / f"fold{fold}"
+    def run_dir(self, dataset: str, name: str, fold: int, seed: int = DEFAULT_SEED) -> Path:
+        """`runs/<name>/seed<s>/fold<k>`; an existing `runs/<name>/fold<k>` of this seed (the layout before
+        seeds) when the seeded folder does not exist."""
+        return seeded_run_dir(self.runs_dir(dataset) / name, fold, seed)
 
     def sweeps_dir(self, dataset: str) -> Path:
         return self.dataset_dir(dataset) / "sweeps"

@@ -1,4 +1,5 @@
-"""Figures a person looks at: confusion matrix, training curves, a sweep's ours-vs-paper bars (PNG, atomic)."""
+"""Figures a person looks at: confusion matrix, training curves, a sweep's ours-vs-paper bars with error bars
+(PNG, atomic)."""
 
 from __future__ import annotations
 
@@ -76,28 +77,42 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str 
     return save_figure(fig, path)
 
 
+def _error_bar(row: Mapping[str, Any], metric: str) -> tuple[float, float]:
+    """(below, above) the mean: its 95% interval when the row has one, else the std over seeds, else none."""
+    mean = row["mean"].get(metric)
+    interval = (row.get("ci") or {}).get(metric)
+    if mean is not None and interval:
+        return max(0.0, mean - interval[0]), max(0.0, interval[1] - mean)
+    std = ((row.get("seed_spread") or {}).get(metric) or {}).get("std")
+    return (std, std) if mean is not None and std is not None else (0.0, 0.0)
+
+
 def plot_ours_vs_paper(report: Mapping[str, Any], path: str | Path) -> Path:
-    """Grouped bars per row: our UAR/WAR (solid) next to the paper's (hatched)."""
+    """Grouped bars per row: our UAR/WAR (solid, with error bars: the 95% bootstrap interval, else the std
+    over seeds) next to the paper's (hatched)."""
     rows = report["rows"]
     x = np.arange(len(rows))
     width = 0.2
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.2))
-    series = [("ours UAR", lambda r: r["mean"]["uar"], "tab:blue", None),
-              ("paper UAR", lambda r: r["paper"].get("uar"), "tab:blue", "//"),
-              ("ours WAR", lambda r: r["mean"]["war"], "tab:orange", None),
-              ("paper WAR", lambda r: r["paper"].get("war"), "tab:orange", "//")]
-    for i, (label, get, color, hatch) in enumerate(series):
+    series = [("ours UAR", "uar", lambda r: r["mean"]["uar"], "tab:blue", None),
+              ("paper UAR", None, lambda r: r["paper"].get("uar"), "tab:blue", "//"),
+              ("ours WAR", "war", lambda r: r["mean"]["war"], "tab:orange", None),
+              ("paper WAR", None, lambda r: r["paper"].get("war"), "tab:orange", "//")]
+    for i, (label, metric, get, color, hatch) in enumerate(series):
         values = [get(r) for r in rows]
         heights = [v if v is not None else 0.0 for v in values]
+        errors = np.array([_error_bar(r, metric) for r in rows]).T if metric else None
         bars = ax.bar(x + (i - 1.5) * width, heights, width, label=label, color=color,
-                      alpha=0.45 if hatch else 0.9, hatch=hatch, edgecolor=color)
-        for bar, v in zip(bars, values):
-            ax.annotate("-" if v is None else f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      alpha=0.45 if hatch else 0.9, hatch=hatch, edgecolor=color, yerr=errors,
+                      error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "black"})
+        tops = [h + (errors[1][j] if errors is not None else 0.0) for j, h in enumerate(heights)]
+        for bar, v, top in zip(bars, values, tops):
+            ax.annotate("-" if v is None else f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, top),
                         ha="center", va="bottom", fontsize=6)
     ax.set_xticks(x, [r["label"] + ("\n(not run)" if not r["ran"] else "\n(missing folds)" if r["missing"] else "")
                       for r in rows], rotation=20,
                   ha="right", fontsize=8)
-    ax.set_ylabel("%")
+    ax.set_ylabel("%  (error bars: 95% bootstrap interval over test clips)", fontsize=8)
     ax.set_ylim(0, 118)  # headroom above 100 % for the value labels and the legend
     ax.set_yticks(range(0, 101, 20))
     ax.set_title(f"{report['table']} ({report['dataset']}, {report['preset']}): ours vs paper ({report['paper_source']})",

@@ -7,7 +7,8 @@ dataset named. `resolve_stage_config(request, project, workspace)` turns it into
 
     preset function < project file (mma.yaml) < the stage's --config file < --set < explicit flags
 
-and the derived rules: the global seed wins for `train.seed`; `--prompt-introductions N` implies
+and the derived rules: the global seed wins for `train.seed` over files and --set (a stage's own
+`--seed` flag over both); `--prompt-introductions N` implies
 `model.num_prompts = 3 N` (the authors' sizing) unless `--set model.num_prompts` says otherwise.
 Which preset: `--preset`, else the `--config` file's, else the project file's, else `paper`. Which
 dataset: named, else the `--config` file's, else the project file's, else the only one prepared
@@ -55,9 +56,15 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
     ConfigFlag("prompt_introductions", "--prompt-introductions", "model.prompt_introductions", int,
                "Progressive prompts: times new prompts enter (3 tokens each, as the authors')."),
     ConfigFlag("modality", "--modality", "model.modality", str, "both | vision | audio."),
+    ConfigFlag("vision_encoder", "--vision-encoder", "model.vision_encoder", str,
+               "Face encoder, a timm name ARCH.TAG (default vit_base_patch16_224.mae_face: MAE-Face)."),
+    ConfigFlag("audio_encoder", "--audio-encoder", "model.audio_encoder", str,
+               "Spectrogram encoder, a timm name ARCH.TAG (default vit_base_patch16_224.audiomae_as2m: AudioMAE)."),
     # encoders
-    ConfigFlag("vision_ckpt", "--vision-ckpt", "vision_ckpt", Path, "MAE-Face checkpoint ({'model': ...})."),
-    ConfigFlag("audio_ckpt", "--audio-ckpt", "audio_ckpt", Path, "AudioMAE checkpoint ({'model': ...})."),
+    ConfigFlag("vision_ckpt", "--vision-ckpt", "vision_ckpt", Path,
+               "Face encoder checkpoint: a file ({'model': ...}) or a name from `mma weights list`."),
+    ConfigFlag("audio_ckpt", "--audio-ckpt", "audio_ckpt", Path,
+               "Spectrogram encoder checkpoint: a file ({'model': ...}) or a name from `mma weights list`."),
     # training
     ConfigFlag("epochs", "--epochs", "train.epochs", int, "Training epochs."),
     ConfigFlag("batch_size", "--batch-size", "train.batch_size", int, "Clips per optimisation step."),
@@ -73,6 +80,8 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
     ConfigFlag("log_every", "--log-every", "train.log_every", int,
                "Steps between reads of the running loss (the only per-step host sync); 0: never."),
     ConfigFlag("workers", "--workers", "data.num_workers", int, "DataLoader workers."),
+    ConfigFlag("seed", "--seed", "train.seed", int,
+               "Training seed; each seed's run lives in runs/<name>/seed<s>/ (default: the global --seed, else 1)."),
     # cache
     ConfigFlag("views", "--views", "data.cache_views", int, "Pre-augmented views per training clip."),
     # prep
@@ -97,7 +106,7 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {f.param: f for f in (
 
 # The flag groups stages share.
 MODEL_FLAGS = ("image_size", "latent_dim", "fusion", "temporal", "ita_dim", "prompts", "prompt_introductions",
-               "modality")
+               "modality", "vision_encoder", "audio_encoder")
 ENCODER_FLAGS = ("vision_ckpt", "audio_ckpt")
 SWEEP_FLAGS = tuple(name for name, flag in CONFIG_FLAGS.items() if flag.key.startswith("sweep."))
 
@@ -178,7 +187,7 @@ def resolve_stage_config(request: ConfigRequest, project: ProjectFile | None = N
     flags = request.dotted_flags()
     flags.update(_implied(flags, request.set_overrides))
     if request.seed is not None:
-        flags["train.seed"] = request.seed
+        flags.setdefault("train.seed", request.seed)
     if needs_dataset:
         flags["dataset"] = stage_dataset(request, project, workspace or Workspace.from_env(), stage_file)
     elif request.dataset or stage_file.dataset:

@@ -175,6 +175,7 @@ def parse_dataset(dataset: str, root: str | Path, *, check_frames: bool = False)
     root = Path(root)
     if not root.is_dir():
         raise MMAError(f"{root}: dataset root not found (not a directory)")
+    root = root.resolve()  # once: every clip's paths are built under it (no realpath per clip)
     layout, classes = _layout_and_classes(dataset, root)
     parse = _parse_mafw_file if layout == "mafw" else _parse_dfew_file
     entries: dict[str, _Entry] = defaultdict(_Entry)
@@ -236,8 +237,8 @@ def parse_dataset(dataset: str, root: str | Path, *, check_frames: bool = False)
             "label": index.get(name, -1) if name else -1,
             "label_name": name if name in index else "",
             "test_fold": test_fold,
-            "video": str(video.resolve()),
-            "frames_dir": str(frames_dir.resolve()) if frames_dir is not None else "",
+            "video": str(video),
+            "frames_dir": str(frames_dir) if frames_dir is not None else "",
             "label_raw": raw,
             "usable": 0 if fatal else 1,
             "problem": "; ".join(problems),

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,15 +368,21 @@ def _check_encoder_hash(ck: dict[str, Any], which: str, path: str | None) -> Non
 
 
 def default_eval_dir(ws: Workspace, cfg: RunConfig, checkpoint: str | Path) -> Path:
-    """<workdir>/<ds>/runs/eval/<label>/fold<k>; label = file stem, or <run>_<fold dir> for a run's last.pt."""
+    """<workdir>/<ds>/runs/eval/<label>/fold<k>; label = file stem, or <run>_<fold dir> (<run>_seed<s>_<fold dir>
+    for a run of the seeded layout) for a run's last.pt."""
     path = Path(checkpoint).resolve()
-    label = f"{path.parent.parent.name}_{path.parent.name}" if path.stem == "last" else path.stem
+    label = path.stem
+    if path.stem == "last":
+        seeded = re.fullmatch(r"seed\d+", path.parent.parent.name) is not None
+        parts = (path.parents[2].name, path.parent.parent.name) if seeded else (path.parent.parent.name,)
+        label = "_".join((*parts, path.parent.name))
     return ws.runs_dir(cfg.dataset) / "eval" / label / f"fold{cfg.fold}"
 
 
 def fold_checkpoint(cfg: RunConfig, ws: Workspace) -> Path:
-    """The fold's own trained checkpoint (last.pt of cfg.name's run of cfg.fold); one-line error if absent."""
-    checkpoint = ws.run_dir(cfg.dataset, cfg.name, cfg.fold) / "last.pt"
+    """The fold's own trained checkpoint (last.pt of cfg.name's run of cfg.fold with seed train.seed); one-line
+    error if absent."""
+    checkpoint = ws.run_dir(cfg.dataset, cfg.name, cfg.fold, cfg.train.seed) / "last.pt"
     if not checkpoint.is_file():
         raise MMAError(f"{checkpoint}: no checkpoint for fold {cfg.fold}; train it with "
                        f"`mma train {cfg.dataset} --fold {cfg.fold}` or pass --checkpoint")

@@ -3,8 +3,8 @@ folds averaged into one mean share it.
 
 A fold's provenance names the code (version, git commit), the data (manifest sha256, prep
 settings hash, shard index sha256, the cache's provenance hash when trained from the cache), the
-model (encoder checkpoints' sha256, the resolved config's hash, the training source), and the
-runtime (torch/timm versions, device, precision). `provenance_conflicts` lists the data and model
+model (each encoder's timm name and weights sha256 or "random init", the resolved config's hash,
+the training source), and the runtime (torch/timm versions, device, precision). `provenance_conflicts` lists the data and model
 fields on which a set of folds disagree, which reports refuse to average unless told otherwise.
 """
 
@@ -14,7 +14,7 @@ import functools
 import logging
 import subprocess
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -23,6 +23,7 @@ from pipeline.core.io import read_json_or, sha256_file, sha256_json
 from pipeline.core.paths import Workspace
 from pipeline.engine.batches import autocast_dtype
 from pipeline.store.cache import stored_provenance
+from pipeline.weights.resolve import encoder_identities
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def run_provenance(cfg: RunConfig, ws: Workspace, net: torch.nn.Module, device: 
         "prep_config_hash": index.get("prep_hash"),
         "shard_index_sha256": sha256_file(index_path) if index_path.is_file() else None,
         "cache_provenance_sha256": cache_hash,
-        "encoders": {w: (sources.get(w) or {}).get("sha256") for w in ("vision", "audio")},
+        "encoders": encoder_identities(cfg.model, sources),
         "config_sha256": config_hash(cfg),
         "source": cfg.train.source,
         "cache_views": cfg.data.cache_views if cfg.train.source == "cache" else None,
@@ -113,20 +114,24 @@ def run_provenance(cfg: RunConfig, ws: Workspace, net: torch.nn.Module, device: 
     }
 
 
-def provenance_conflicts(results: Mapping[int, Mapping[str, Any]]) -> list[str]:
-    """One line per data/model provenance field on which the folds' results disagree (empty: they agree).
+def provenance_conflicts(results: Mapping[int, Mapping[str, Any]], *, label: str = "fold",
+                         ignore: Sequence[str] = ()) -> list[str]:
+    """One line per data/model provenance field on which the results disagree (empty: they agree).
 
-    A result without a provenance object (written before provenance existed) counts as unknown.
+    `results` are keyed by fold (or by what `label` names, e.g. "seed"); fields in `ignore` are not
+    compared. A result without a provenance object (written before provenance existed) counts as unknown.
     """
     lines = []
     for field in (*DATA_FIELDS, *MODEL_FIELDS):
+        if field in ignore:
+            continue
         values = {k: sha256_json((r.get("provenance") or {}).get(field, "unknown")) for k, r in results.items()}
         if len(set(values.values())) > 1:
             groups: dict[str, list[int]] = {}
             for k, v in values.items():
                 groups.setdefault(v, []).append(k)
             shown = {v: (results[ks[0]].get("provenance") or {}).get(field, "unknown") for v, ks in groups.items()}
-            parts = [f"fold{'s' if len(ks) > 1 else ''} {','.join(map(str, ks))}: {_short(shown[v])}"
+            parts = [f"{label}{'s' if len(ks) > 1 else ''} {','.join(map(str, ks))}: {_short(shown[v])}"
                      for v, ks in groups.items()]
             lines.append(f"{field} differs ({'; '.join(parts)})")
     return lines

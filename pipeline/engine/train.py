@@ -5,7 +5,7 @@ trainable tensor), cosine schedule stepped per epoch down to 0, batch 8, seed 1,
 cross-entropy; the last epoch's weights are the reported model. Batches stream from the
 shards (`model.forward`) or from the patch-embedding cache (`model.forward_embedded`).
 
-Run directory: config.json (resolved config), metrics.jsonl (one record per epoch),
+Run directory (`<runs>/<name>/seed<s>/fold<k>/`, `Workspace.run_dir`): config.json (resolved config), metrics.jsonl (one record per epoch),
 last.pt (trainable tensors + optimizer + scheduler + every rank's RNG states + epoch, saved
 after every epoch), curves.png, and at the end predictions.csv, confusion.csv/.png and
 result.json. `resume=True` continues from last.pt and reaches the same final metrics as an
@@ -141,12 +141,14 @@ def config_differences(saved: RunConfig, current: RunConfig, ignore: tuple[str, 
     """`field: saved -> current` for every field that matters to the result and differs (dotted keys in
     `ignore` are not compared).
 
-    Compared as resolved: data.compat's "auto" choices on both sides, and a train.precision of
-    "auto" matches what it resolves to on a CPU or a GPU.
+    Compared as resolved: data.compat's "auto" choices and the encoders' input statistics (None: the
+    encoder's own) on both sides, and a train.precision of "auto" matches what it resolves to on a
+    CPU or a GPU.
     """
     saved, current = copy.deepcopy(saved), copy.deepcopy(current)
     for cfg, other in ((saved, current), (current, saved)):
         cfg.data = cfg.data.resolved(cfg.dataset)
+        cfg.model = cfg.model.resolved()
         if cfg.train.precision == "auto" and other.train.precision in {
                 resolve_precision("auto", cfg.data.compat, d) for d in ("cpu", "cuda")}:
             cfg.train.precision = other.train.precision
@@ -221,7 +223,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
     apply_label_set(cfg, classes)
     resolve_run(cfg.validate(), info.device.type)  # config.json records the concrete data choices and precision
     batch = cfg.train.per_rank_batch(info.world_size)
-    run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold)
+    run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold, cfg.train.seed)
     state = _prepare_run_dir(run_dir, cfg, info, resume, force)
     if state == "finished":
         log.info("%s: already finished; nothing to resume", run_dir)

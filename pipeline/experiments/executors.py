@@ -17,7 +17,7 @@ from pipeline.core.paths import Workspace
 from pipeline.core.progress import progress_bar
 from pipeline.experiments.jobs import TrainJob, job_kwargs
 from pipeline.experiments.presets import Job
-from pipeline.experiments.state import entry_for, job_status, now, write_state
+from pipeline.experiments.state import entry_for, job_status, now, record_entry, write_state
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def submit_slurm(jobs: list[Job], ws: Workspace, directory: Path, state: dict[st
         entry = entry_for(job, "slurm")
         entry.update(state="submitted", job_id=str(handle.job_id), folder=str(folder),
                      log=str(handle.paths.stdout), submitted=now())
-        state["jobs"][job.key] = entry
+        record_entry(state, job, entry)
     write_state(directory, state)
     log.info("submitted %d job(s) as SLURM array %s; logs in %s", len(jobs),
              str(handles[0].job_id).split("_")[0] if handles else "-", directory / "logs")
@@ -84,7 +84,7 @@ def run_local(jobs: list[Job], ws: Workspace, directory: Path, state: dict[str, 
     slots: list[int | None] = list(range(torch.cuda.device_count())) or [None]
     state["runner_pid"] = os.getpid()
     for job in jobs:
-        state["jobs"][job.key] = entry_for(job, "local")
+        record_entry(state, job, entry_for(job, "local"))
     write_state(directory, state)
     pending = list(jobs)
     running: dict[int | None, tuple[Job, Any]] = {}

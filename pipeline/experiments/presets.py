@@ -3,18 +3,25 @@
 An `Experiment` is a list of rows, each row a set of config overrides (the ablation knobs of
 `model/config.py`) with the paper's published numbers for that row attached. `expand` puts the
 rows on top of a base RunConfig (the `paper` or `tiny` preset plus the user's file/overrides)
-for the requested folds and returns one `Job` per (row, fold): the run name, the resolved and
-validated config, and the run directory `mma train` would use. `mma sweep` submits the jobs;
-`mma sweep report` lays the results out as the paper's table.
+for the requested folds and seeds and returns one `Job` per (row, fold, seed): the run name, the
+resolved and validated config, and the run directory `mma train` would use. `mma sweep` submits
+the jobs; `mma sweep report` lays the results out as the paper's table and compares every row with
+the experiment's reference row (the paper's final model).
 
 Tables 2-7 are the authors' ablations on fold 1 of DFEW at 160 px; their numbers are shown
 for every dataset (labelled "paper (DFEW fold 1)"). Table 1 is the 5-fold mean per image size
 of DFEW or MAFW (MAFW's numbers for `mafw`, DFEW's otherwise).
+
+`encoders` is not a paper table: the same adaptation on other frozen encoder pairs (the paper's
+number is for its own pair only). Its rows name their weights (`vision_ckpt` / `audio_ckpt` set
+to names from `mma weights list`); `bind_weights` turns those into the files in the weights
+folder and sets aside the rows whose files are not there, with the command that would add them.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +31,10 @@ from pipeline.core.config import RunConfig, apply_overrides
 from pipeline.core.errors import MMAError
 from pipeline.core.folds import FOLDS
 from pipeline.core.paths import Workspace
+from pipeline.core.seeds import DEFAULT_SEED
 from pipeline.data.paper import PAPER_TABLE1
+from pipeline.weights.registry import WEIGHTS, fetch_command
+from pipeline.weights.store import find
 
 # The full model (the last row of Tables 2-7 on DFEW fold 1, 160 px).
 _FULL_DFEW_F1 = {"uar": 66.52, "war": 77.92}
@@ -42,7 +52,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A paper table reproduced as a sweep: rows x folds."""
+    """A paper table reproduced as a sweep: rows x folds (x seeds). `reference` is the key of the row the
+    others are compared with (the paper's final model)."""
 
     name: str
     table: str
@@ -54,11 +65,12 @@ class Experiment:
     extra_columns: tuple[tuple[str, str], ...] = ()
     # the knobs the rows change (listed by `mma sweep --list`)
     knobs: tuple[str, ...] = field(default=())
+    reference: str = ""
 
 
 @dataclass
 class Job:
-    """One training run of a sweep: a row of an experiment on one fold."""
+    """One training run of a sweep: a row of an experiment on one fold with one seed."""
 
     experiment: str
     row: str
@@ -68,11 +80,12 @@ class Job:
     config: RunConfig
     run_dir: Path
     overrides: dict[str, Any]
+    seed: int = DEFAULT_SEED
 
     @property
     def key(self) -> str:
-        """Stable identifier inside a sweep: `<run name>/fold<k>`."""
-        return f"{self.run_name}/fold{self.fold}"
+        """Stable identifier inside a sweep: `<run name>/seed<s>/fold<k>`."""
+        return f"{self.run_name}/seed{self.seed}/fold{self.fold}"
 
 
 # --------------------------------------------------------------------------- the paper's tables
@@ -89,7 +102,7 @@ def table1(dataset: str = "dfew") -> Experiment:
     return Experiment("table1", "Table 1", "Comparison to SOTA: MMA-DFER at three image sizes", tuple(rows),
                       FOLDS, f"{source.upper()}, 5-fold mean",
                       extra_columns=(("paper UAR*", "uar_2clip"), ("paper WAR*", "war_2clip")),
-                      knobs=("model.image_size",))
+                      knobs=("model.image_size",), reference="s160")
 
 
 def temporal(dataset: str = "dfew") -> Experiment:
@@ -107,7 +120,7 @@ def temporal(dataset: str = "dfew") -> Experiment:
     )
     return Experiment("temporal", "Table 2", "Multimodal Temporal Transformer vs intermediate temporal blocks",
                       rows, (1,), "DFEW fold 1", extra_columns=(("paper params (M)", "params_m"),),
-                      knobs=("model.temporal", "model.ita_dim"))
+                      knobs=("model.temporal", "model.ita_dim"), reference="mtt")
 
 
 def fusion(dataset: str = "dfew") -> Experiment:
@@ -120,7 +133,7 @@ def fusion(dataset: str = "dfew") -> Experiment:
         Row("bottleneck", "Fusion Bottleneck (ours)", {"model.fusion": "bottleneck"}, dict(_FULL_DFEW_F1)),
     )
     return Experiment("fusion", "Table 3", "Comparison of modality fusion approaches", rows, (1,), "DFEW fold 1",
-                      knobs=("model.fusion",))
+                      knobs=("model.fusion",), reference="bottleneck")
 
 
 def _components_row(pr: bool, prpr: bool, mtt: bool, fb: bool, uar: float, war: float) -> Row:
@@ -145,7 +158,7 @@ def components(dataset: str = "dfew") -> Experiment:
         _components_row(True, True, True, True, 66.52, 77.92),
     )
     return Experiment("components", "Table 4", "Ablation of each component", rows, (1,), "DFEW fold 1",
-                      knobs=("model.prompts", "model.temporal", "model.fusion"))
+                      knobs=("model.prompts", "model.temporal", "model.fusion"), reference="pr1-prpr1-mtt1-fb1")
 
 
 def modality(dataset: str = "dfew") -> Experiment:
@@ -157,7 +170,8 @@ def modality(dataset: str = "dfew") -> Experiment:
         Row("both", "MMA-DFER", {"model.modality": "both"}, dict(_FULL_DFEW_F1)),
     )
     return Experiment("modality", "Table 5", "Each modality encoder vs the multimodal MMA-DFER", rows, (1,),
-                      "DFEW fold 1", knobs=("model.modality", "model.prompts", "model.fusion", "model.temporal"))
+                      "DFEW fold 1", knobs=("model.modality", "model.prompts", "model.fusion", "model.temporal"),
+                      reference="both")
 
 
 def latent(dataset: str = "dfew") -> Experiment:
@@ -167,7 +181,8 @@ def latent(dataset: str = "dfew") -> Experiment:
     rows = tuple(Row(f"d{d}", f"{d}", {"model.latent_dim": d}, {"uar": u, "war": w, "params_m": p})
                  for d, (u, w, p) in paper.items())
     return Experiment("latent", "Table 6", "Dimensionality of the latent space", rows, (1,), "DFEW fold 1",
-                      extra_columns=(("paper params (M)", "params_m"),), knobs=("model.latent_dim",))
+                      extra_columns=(("paper params (M)", "params_m"),), knobs=("model.latent_dim",),
+                      reference="d128")
 
 
 
@@ -186,7 +201,31 @@ def prompts(dataset: str = "dfew") -> Experiment:
                                  "model.num_prompts": TOKENS_PER_INTRODUCTION * n})
         rows.append(Row(f"n{n}", f"{n}", over, {"uar": u, "war": w}))
     return Experiment("prompts", "Table 7", "Frequency of progressive prompts", tuple(rows), (1,), "DFEW fold 1",
-                      knobs=("model.prompts", "model.prompt_introductions", "model.num_prompts"))
+                      knobs=("model.prompts", "model.prompt_introductions", "model.num_prompts"), reference="n2")
+
+
+def encoders(dataset: str = "dfew") -> Experiment:
+    """Encoder pairs under the paper's adaptation: MAE-Face + AudioMAE against other pre-trained face encoders.
+
+    Each row names its weights. DINOv2's 14 px patches run at 140 px: 10 x 10 patches, the token
+    count (and compute) of the paper's 160 px at 16 px.
+    """
+    audio = {"audio_ckpt": "audiomae"}
+    rows = (
+        Row("paper", "MAE-Face + AudioMAE (paper)", {"vision_ckpt": "mae-face", **audio}, dict(_FULL_DFEW_F1)),
+        Row("clip-b16", "CLIP B/16 + AudioMAE",
+            {"model.vision_encoder": "vit_base_patch16_clip_quickgelu_224.openai",
+             "vision_ckpt": "vit_base_patch16_clip_224.openai", **audio}, {}),
+        Row("dinov2-s14", "DINOv2 S/14 (140 px) + AudioMAE",
+            {"model.vision_encoder": "vit_small_patch14_dinov2.lvd142m", "model.image_size": 140,
+             "vision_ckpt": "vit_small_patch14_dinov2.lvd142m", **audio}, {}),
+        Row("mae-b16", "MAE B/16 (ImageNet) + AudioMAE",
+            {"model.vision_encoder": "vit_base_patch16_224.mae", "vision_ckpt": "vit_base_patch16_224.mae", **audio},
+            {}),
+    )
+    return Experiment("encoders", "Encoders", "Frozen encoder pairs under the same adaptation", rows, (1,),
+                      "DFEW fold 1, the paper's pair only",
+                      knobs=("model.vision_encoder", "model.audio_encoder", "model.image_size"), reference="paper")
 
 
 EXPERIMENTS: dict[str, Callable[[str], Experiment]] = {
@@ -197,7 +236,47 @@ EXPERIMENTS: dict[str, Callable[[str], Experiment]] = {
     "modality": modality,
     "latent": latent,
     "prompts": prompts,
+    "encoders": encoders,
 }
+
+WEIGHT_FIELDS = ("vision_ckpt", "audio_ckpt")  # row overrides that name a checkpoint of `mma weights list`
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row left out because its weights are not in the weights folder, and the commands that add them."""
+
+    key: str
+    label: str
+    missing: tuple[str, ...]
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        return tuple(fetch_command(name) for name in self.missing)
+
+    def text(self) -> str:
+        return f"skipped {self.key} ({self.label}): no {', '.join(self.missing)} in the weights folder; " + \
+            "; ".join(f"`{c}`" for c in self.commands)
+
+
+def missing_weights(row: Row, folder: Path) -> tuple[str, ...]:
+    """The checkpoint names `row` uses that are not in the weights folder `folder`."""
+    names = [row.overrides[f] for f in WEIGHT_FIELDS if row.overrides.get(f) in WEIGHTS]
+    return tuple(n for n in names if find(n, folder) is None)
+
+
+def bind_weights(experiment: Experiment, folder: Path) -> tuple[Experiment, list[SkippedRow]]:
+    """`experiment` with its rows' checkpoint names replaced by their files in `folder`, without the rows
+    whose files are missing (returned as SkippedRow)."""
+    rows, skipped = [], []
+    for row in experiment.rows:
+        missing = missing_weights(row, folder)
+        if missing:
+            skipped.append(SkippedRow(row.key, row.label, missing))
+            continue
+        bound = {k: str(find(v, folder)) if k in WEIGHT_FIELDS and v in WEIGHTS else v for k, v in row.overrides.items()}
+        rows.append(Row(row.key, row.label, bound, row.paper))
+    return dataclasses.replace(experiment, rows=tuple(rows)), skipped
 
 
 def get_experiment(name: str, dataset: str = "dfew") -> Experiment:
@@ -216,7 +295,7 @@ def list_experiments(dataset: str = "dfew") -> list[dict[str, Any]]:
         out.append({"name": exp.name, "table": exp.table, "title": exp.title,
                     "rows": [r.label for r in exp.rows], "folds": list(exp.default_folds),
                     "jobs": len(exp.rows) * len(exp.default_folds), "knobs": list(exp.knobs),
-                    "paper": exp.paper_source})
+                    "paper": exp.paper_source, "reference": exp.reference})
     return out
 
 
@@ -234,8 +313,9 @@ def run_name(experiment: str, row: str, preset_name: str = "paper") -> str:
 
 
 def expand(experiment: Experiment, base: RunConfig, ws: Workspace, *, folds: list[int] | None = None,
-           preset_name: str = "paper") -> list[Job]:
-    """One Job per (row, fold): base config + the row's overrides, validated, with `mma train`'s run dir.
+           preset_name: str = "paper", seeds: list[int] | None = None) -> list[Job]:
+    """One Job per (row, fold, seed): base config + the row's overrides + `train.seed`, validated, with
+    `mma train`'s run dir. `seeds` default to the base config's seed.
 
     A row whose overrides do not fit the base preset (e.g. 12 prompt introductions on a 4-block
     tiny model) raises MMAError naming the row.
@@ -244,14 +324,17 @@ def expand(experiment: Experiment, base: RunConfig, ws: Workspace, *, folds: lis
     for row in experiment.rows:
         name = run_name(experiment.name, row.key, preset_name)
         for fold in folds or list(experiment.default_folds):
-            cfg = copy.deepcopy(base)
-            try:
-                apply_overrides(cfg, row.overrides)
-                cfg.model.validate()
-            except ValueError as exc:
-                raise MMAError(f"sweep {experiment.name}, row {row.label!r} on the {preset_name} preset: {exc}") from None
-            cfg.name = name
-            cfg.fold = fold
-            jobs.append(Job(experiment.name, row.key, row.label, fold, name, cfg,
-                            ws.run_dir(cfg.dataset, name, fold), dict(row.overrides)))
+            for seed in seeds or [base.train.seed]:
+                cfg = copy.deepcopy(base)
+                try:
+                    apply_overrides(cfg, row.overrides)
+                    cfg.model.validate()
+                except ValueError as exc:
+                    raise MMAError(f"sweep {experiment.name}, row {row.label!r} on the {preset_name} preset: "
+                                   f"{exc}") from None
+                cfg.name = name
+                cfg.fold = fold
+                cfg.train.seed = seed
+                jobs.append(Job(experiment.name, row.key, row.label, fold, name, cfg,
+                                ws.run_dir(cfg.dataset, name, fold, seed), dict(row.overrides), seed))
     return jobs

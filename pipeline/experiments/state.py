@@ -1,7 +1,7 @@
 """A sweep's state on disk and the state of each of its jobs.
 
-`<workdir>/<dataset>/sweeps/<sweep>/jobs.json` records per job its run dir, submitit job id,
-log path and last known state; a job's live state comes from its run dir (`result.json`),
+`<workdir>/<dataset>/sweeps/<sweep>/jobs.json` records per job (keyed `<run name>/seed<s>/fold<k>`)
+its row, fold, seed, run dir, submitit job id, log path and last known state; a job's live state comes from its run dir (`result.json`),
 submitit's result pickle, `sacct` (SLURM) or its process (local). `plan_jobs` decides what a
 (re-)submission runs: finished runs and queued/running jobs are skipped.
 """
@@ -18,6 +18,7 @@ from pipeline.core.config import load_run_config
 from pipeline.core.errors import MMAError
 from pipeline.core.io import atomic_write_json, read_json, read_json_or
 from pipeline.core.paths import Workspace
+from pipeline.core.seeds import DEFAULT_SEED
 from pipeline.engine.train import config_differences
 from pipeline.experiments.presets import Job
 
@@ -181,7 +182,7 @@ def plan_jobs(jobs: list[Job], state: Mapping[str, Any], *, force: bool = False)
         if _finished_result(job.run_dir) is not None:
             plan["done"].append(job)
             continue
-        entry = recorded.get(job.key)
+        entry = recorded_entry(recorded, job)
         if entry and entry.get("job_id"):
             st, _ = job_status(entry, entry.get("executor", "local"))
             if st in ("queued", "running"):
@@ -191,7 +192,31 @@ def plan_jobs(jobs: list[Job], state: Mapping[str, Any], *, force: bool = False)
     return plan
 
 
+def recorded_entry(recorded: Mapping[str, Any], job: Job) -> Mapping[str, Any] | None:
+    """The jobs.json entry of `job`: under its key, else (a jobs.json written before seeds were part of the
+    key) the entry recorded for the same run dir."""
+    entry = recorded.get(job.key)
+    if entry is not None:
+        return entry
+    run_dir = str(Path(job.run_dir).absolute())
+    return next((e for e in recorded.values() if e.get("run_dir") == run_dir), None)
+
+
+def record_entry(state: dict[str, Any], job: Job, entry: dict[str, Any]) -> None:
+    """Put `entry` under `job.key` in the state's jobs, dropping an entry recorded for the same run dir under
+    another key (a jobs.json written before seeds were part of the key)."""
+    jobs = state.setdefault("jobs", {})
+    for key in [k for k, e in jobs.items() if k != job.key and e.get("run_dir") == entry.get("run_dir")]:
+        del jobs[key]
+    jobs[job.key] = entry
+
+
+def entry_seed(entry: Mapping[str, Any]) -> int:
+    """The seed a jobs.json entry trains (the default seed for an entry written before seeds were recorded)."""
+    return int(entry.get("seed", DEFAULT_SEED))
+
+
 def entry_for(job: Job, executor: str) -> dict[str, Any]:
-    return {"row": job.row, "label": job.label, "fold": job.fold, "run_name": job.run_name,
+    return {"row": job.row, "label": job.label, "fold": job.fold, "seed": job.seed, "run_name": job.run_name,
             "run_dir": str(Path(job.run_dir).absolute()), "executor": executor, "state": "queued",
             "job_id": None, "folder": None, "log": None, "submitted": None, "finished": None, "error": None}

@@ -1,4 +1,4 @@
-"""`mma sweep`: run a paper experiment's (row x fold) jobs through submitit, follow them, report them.
+"""`mma sweep`: run a paper experiment's (row x fold x seed) jobs through submitit, follow them, report them.
 
 Executors (`pipeline.experiments.executors`):
 - `slurm`: submitit's AutoExecutor; the jobs of one submission form one SLURM job array
@@ -29,6 +29,7 @@ from pipeline.core.folds import parse_folds
 from pipeline.core.paths import Workspace
 from pipeline.core.project import ProjectFile
 from pipeline.core.results import StageResult
+from pipeline.core.seeds import parse_seeds
 from pipeline.core.stage_config import ConfigRequest
 from pipeline.core.stage_config import preset_name as resolve_preset_name
 from pipeline.core.stage_config import preset_was_given, resolve_stage_config, stage_dataset
@@ -38,6 +39,7 @@ from pipeline.experiments.presets import (
     EXPERIMENTS,
     Experiment,
     Job,
+    bind_weights,
     expand,
     get_experiment,
     list_experiments,
@@ -54,6 +56,7 @@ from pipeline.experiments.state import (
     sweep_status,
     write_state,
 )
+from pipeline.results.uncertainty import DEFAULT_RESAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ def _select_rows(experiment: Experiment, rows: str | list[str] | None) -> Experi
         raise MMAError(f"--rows {','.join(unknown)}: not rows of {experiment.name}; known: {', '.join(known)}")
     return Experiment(experiment.name, experiment.table, experiment.title,
                       tuple(r for r in experiment.rows if r.key in wanted), experiment.default_folds,
-                      experiment.paper_source, experiment.extra_columns, experiment.knobs)
+                      experiment.paper_source, experiment.extra_columns, experiment.knobs, experiment.reference)
 
 
 def _format_jobs(jobs: list[Job], plan: Mapping[str, list[Job]] | None = None) -> str:
@@ -119,6 +122,7 @@ class SweepRun(StageResult):
     failed: int
     sweep_dir: str
     status_command: str
+    skipped: tuple[str, ...] = ()  # rows left out: their weights are not in the weights folder (with the command)
 
     def text(self) -> str:
         return self.summary
@@ -181,10 +185,11 @@ def sweep_list(dataset: str = "dfew") -> SweepList:
 
 def make_sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, preset_name: str = "paper",
                       state: Mapping[str, Any] | None = None, allow_partial: bool = False,
-                      mixed: bool = False) -> SweepReport:
+                      mixed: bool = False, bootstrap: int = DEFAULT_RESAMPLES,
+                      against: str | None = None) -> SweepReport:
     """`sweep_report` (the table, written into the sweep folder) as a stage result."""
     report = sweep_report(ws, dataset, experiment_name, preset_name=preset_name, state=state,
-                          allow_partial=allow_partial, mixed=mixed)
+                          allow_partial=allow_partial, mixed=mixed, bootstrap=bootstrap, against=against)
     markdown, files = report.pop("markdown"), report.pop("files")
     return SweepReport(report, markdown, files)
 
@@ -192,16 +197,22 @@ def make_sweep_report(ws: Workspace, dataset: str, experiment_name: str, *, pres
 def run_sweep(experiment_name: str, *, dataset: str, folds: str | None, executor: str, base_config: RunConfig,
               preset_name: str, workspace: Workspace, slurm: Mapping[str, Any] | None = None,
               sweep_section: Mapping[str, Any] | None = None, rows: str | None = None, force: bool = False,
-              dry_run: bool = False) -> SweepRun:
-    """Expand an experiment into (row x fold) jobs and submit (SLURM) or run (local) those not done."""
+              dry_run: bool = False, seeds: str | Sequence[int] | None = None) -> SweepRun:
+    """Expand an experiment into (row x fold x seed) jobs and submit (SLURM) or run (local) those not done.
+
+    `seeds` ("1,2,3") default to the base config's seed (the global `--seed`, else the preset's)."""
     ws = workspace
     if executor not in EXECUTORS:
         raise MMAError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
 
-    experiment = _select_rows(get_experiment(experiment_name, dataset), rows)
+    experiment, skipped_rows = bind_weights(_select_rows(get_experiment(experiment_name, dataset), rows), ws.weights)
+    skipped = tuple(r.text() for r in skipped_rows)
+    if not experiment.rows:
+        raise MMAError(f"sweep {experiment.name}: no row has its weights in {ws.weights}: {'; '.join(skipped)}")
     base = copy.deepcopy(base_config)
     base.dataset = dataset
-    jobs = expand(experiment, base, ws, folds=parse_folds(folds), preset_name=preset_name)
+    jobs = expand(experiment, base, ws, folds=parse_folds(folds), preset_name=preset_name,
+                  seeds=parse_seeds(seeds))
     sid = sweep_id(experiment.name, preset_name)
     directory = sweep_dir(ws, dataset, sid)
     params = slurm_parameters(slurm, sweep_section)
@@ -211,10 +222,11 @@ def run_sweep(experiment_name: str, *, dataset: str, folds: str | None, executor
     plan = plan_jobs(jobs, state, force=force)
     header = (f"sweep {sid}: {experiment.table} ({experiment.title}), {len(jobs)} job(s): {len(plan['submit'])} to "
               f"run, {len(plan['done'])} done, {len(plan['active'])} queued/running; executor {executor}")
+    header += "".join(f"\n{line}" for line in skipped)
     status_command = follow_up_command("status", experiment.name, dataset, preset_name)
 
     def result(summary: str, submitted: int = 0, failed: int = 0) -> SweepRun:
-        return SweepRun(sid, summary, len(jobs), submitted, failed, str(directory), status_command)
+        return SweepRun(sid, summary, len(jobs), submitted, failed, str(directory), status_command, skipped)
 
     if dry_run:
         extra = ""
@@ -222,7 +234,8 @@ def run_sweep(experiment_name: str, *, dataset: str, folds: str | None, executor
             extra = "\nSLURM: " + ", ".join(f"{k}={v}" for k, v in params.items() if v is not None) + \
                     f" (one array of {len(plan['submit'])} task(s))"
         return result(header + "\n" + _format_jobs(jobs, plan) + extra)
-    state.update(executor=executor, submitted_preset=preset_name)
+    state.update(executor=executor, submitted_preset=preset_name,
+                 seeds=sorted(set(state.get("seeds", [])) | {j.seed for j in jobs}))
     log.info("%s", header)
     if not plan["submit"]:
         write_state(directory, state)
@@ -241,13 +254,15 @@ def run_sweep(experiment_name: str, *, dataset: str, folds: str | None, executor
 def sweep_command(target: Sequence[str], *, request: ConfigRequest, project: ProjectFile, workspace: Workspace,
                   folds: str | None = None, rows: str | None = None, executor: str = "local",
                   slurm: Mapping[str, Any] | None = None, force: bool = False, dry_run: bool = False,
-                  allow_partial: bool = False, mixed: bool = False) -> StageResult:
+                  allow_partial: bool = False, mixed: bool = False, seeds: str | None = None,
+                  bootstrap: int = DEFAULT_RESAMPLES, against: str | None = None) -> StageResult:
     """`mma sweep PRESET | status [PRESET] | report PRESET` for the dataset and preset `request` resolves.
 
     PRESET submits (or runs locally) the experiment's jobs with the config `request` resolves
-    (`pipeline.core.stage_config`), the SLURM options `slurm` (else the request's --partition,
-    --gpus, ... flags) over the `sweep:` sections of the project file and the --config file;
-    `status` follows the jobs; `report` writes the table.
+    (`pipeline.core.stage_config`) for every seed of `seeds` ("1,2,3"), the SLURM options `slurm` (else the
+    request's --partition, --gpus, ... flags) over the `sweep:` sections of the project file and the --config
+    file; `status` follows the jobs; `report` writes the table (`bootstrap` resamples of the test clips, each
+    row compared with `against` or the reference row).
     """
     ws = workspace
     stage_file = request.stage_file()
@@ -267,7 +282,7 @@ def sweep_command(target: Sequence[str], *, request: ConfigRequest, project: Pro
             raise MMAError("mma sweep report PRESET: name one preset")
         sid = resolve_sweep_id(ws, dataset, args[0], preset_name, preset_given)
         return make_sweep_report(ws, dataset, args[0], preset_name=sweep_preset(ws, dataset, sid, preset_name),
-                                 allow_partial=allow_partial, mixed=mixed)
+                                 allow_partial=allow_partial, mixed=mixed, bootstrap=bootstrap, against=against)
     if args:
         raise MMAError(f"mma sweep: unexpected arguments after {verb!r}: {' '.join(args)}")
     base_config = resolve_stage_config(request, project, ws)
@@ -275,4 +290,4 @@ def sweep_command(target: Sequence[str], *, request: ConfigRequest, project: Pro
     section = sweep_section([(layer.path, layer.sweep) for layer in (project, stage_file)])
     return run_sweep(verb, dataset=dataset, folds=folds, executor=executor, base_config=base_config,
                      preset_name=preset_name, workspace=ws, slurm=slurm, sweep_section=section, rows=rows,
-                     force=force, dry_run=dry_run)
+                     force=force, dry_run=dry_run, seeds=seeds)

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from model.config import ModelConfig
 from pipeline.core.config import DataConfig, to_dict, update_dataclass
+from pipeline.core.disk import SpaceEstimate, block_bytes, check_space, stop_when_full
 from pipeline.core.errors import MMAError
 from pipeline.core.io import (
     append_jsonl,
@@ -35,6 +36,7 @@ from pipeline.data.check import check_for_prep
 from pipeline.data.manifest import build_manifest, write_manifest
 from pipeline.prep.clip import check_prep_settings, clip_is_done, prep_settings, process_video, settings_hash
 from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
+from pipeline.prep.estimate import CALIBRATION_CLIPS, estimate_prep_bytes
 from pipeline.prep.video import ClipError
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,18 @@ def _reset_ledger(failures_path: Path, todo: list[dict[str, Any]], unusable: lis
                                      "video": r["video"]})
 
 
+def _check_space(dataset: str, root: Path, data_cfg: DataConfig, clips_dir: Path, done: dict[str, dict],
+                 todo: list[dict[str, Any]], space_check: bool) -> SpaceEstimate:
+    """The clip folders `todo` will write against the free space (a folder being redone counts as freed)."""
+    block = block_bytes(clips_dir)
+    done_dirs = [clips_dir / cid for cid in list(done)[:CALIBRATION_CLIPS]]
+    needed = estimate_prep_bytes(todo, dataset, root, data_cfg, done_dirs, block)
+    replaced = [r for r in todo if (clips_dir / r["clip_id"]).is_dir()]
+    freed = estimate_prep_bytes(replaced, dataset, root, data_cfg, done_dirs, block) if replaced else 0
+    return check_space(clips_dir, needed, f"prep {dataset}: {len(todo)} clips", space_check=space_check,
+                       freed=freed)
+
+
 def _process(task: Any, todo: list[dict[str, Any]], spec: Any, failures_path: Path, label: str) -> None:
     """Run the clip task over `todo` on Dask; each clip that fails is appended to the ledger as it returns."""
     def on_result(row: dict, result: dict) -> None:
@@ -172,6 +186,7 @@ def run_prep(
     slurm: dict[str, Any] | None = None,
     max_failed: float = DEFAULT_MAX_FAILED,
     frames_per_clip: int = ModelConfig.num_frames,
+    space_check: bool = True,
 ) -> PrepResult:
     """Build the manifest, then prep every (or the first `limit`) clip; returns the summary.
 
@@ -179,8 +194,12 @@ def run_prep(
     in scope failed; the result's exit code is 1 then. The ledger and summary are written either
     way. `frames_per_clip` (model.num_frames) is what "short clip" means in the summary.
 
+    Before any clip, the size of the clip folders is estimated (`pipeline.prep.estimate`) and the
+    run refused when it does not fit (`space_check=False` tries anyway); a disk that fills up
+    mid-run stops it with one line (finished clips are kept; a rerun resumes).
+
     Raises MMAError only when the run itself is broken (bad root, unreadable split files,
-    settings clash); per-clip failures go to failures.jsonl and the run goes on.
+    settings clash, no disk space); per-clip failures go to failures.jsonl and the run goes on.
     """
     root = Path(root)
     data_cfg = data_cfg.resolved(dataset, root)  # data.compat -> concrete choices (recorded in prep_config.json)
@@ -198,37 +217,40 @@ def run_prep(
     digest = settings_hash(data_cfg)
     config_path = prep_dir / "prep_config.json"
     _check_prep_config(config_path, settings, digest, force)
-    atomic_write_json(config_path, {"hash": digest, "settings": settings, "dataset": dataset,
-                                    "root": str(root.resolve()), "classes": classes})
-    stale = _clean_stale_temps(clips_dir)
-    if stale:
-        log.info("removed %d unfinished clip folders left by an interrupted run", stale)
+    with stop_when_full(prep_dir, f"mma prep {dataset}", f"mma prep {dataset}"):
+        atomic_write_json(config_path, {"hash": digest, "settings": settings, "dataset": dataset,
+                                        "root": str(root.resolve()), "classes": classes})
+        stale = _clean_stale_temps(clips_dir)
+        if stale:
+            log.info("removed %d unfinished clip folders left by an interrupted run", stale)
 
-    done, todo, unusable = _plan_clips(scope, clips_dir, digest, force)
-    log.info("prep %s: %d clips in scope, %d already done, %d to process, %d unusable in the manifest",
-             dataset, len(scope), len(done), len(todo), len(unusable))
-    failures_path = prep_dir / "failures.jsonl"
-    _reset_ledger(failures_path, todo, unusable, done)
-    if todo:
-        task = functools.partial(_prep_task, clips_dir=str(clips_dir), data=to_dict(data_cfg), device=device,
-                                 threads=threads_per_worker if cluster != "serial" else None,
-                                 frames_per_clip=frames_per_clip)
-        # SLURM worker jobs log into the prep dir, not slurm-<id>.out files in the current directory
-        slurm = {"log_directory": str(prep_dir / "dask-logs"), **(slurm or {})}
-        spec = ClusterSpec(kind=cluster, workers=workers, threads_per_worker=threads_per_worker, slurm=slurm)
-        _process(task, todo, spec, failures_path, f"prep {dataset}")
+        done, todo, unusable = _plan_clips(scope, clips_dir, digest, force)
+        log.info("prep %s: %d clips in scope, %d already done, %d to process, %d unusable in the manifest",
+                 dataset, len(scope), len(done), len(todo), len(unusable))
+        disk = _check_space(dataset, root, data_cfg, clips_dir, done, todo, space_check)
+        failures_path = prep_dir / "failures.jsonl"
+        _reset_ledger(failures_path, todo, unusable, done)
+        if todo:
+            task = functools.partial(_prep_task, clips_dir=str(clips_dir), data=to_dict(data_cfg), device=device,
+                                     threads=threads_per_worker if cluster != "serial" else None,
+                                     frames_per_clip=frames_per_clip)
+            # SLURM worker jobs log into the prep dir, not slurm-<id>.out files in the current directory
+            slurm = {"log_directory": str(prep_dir / "dask-logs"), **(slurm or {})}
+            spec = ClusterSpec(kind=cluster, workers=workers, threads_per_worker=threads_per_worker, slurm=slurm)
+            _process(task, todo, spec, failures_path, f"prep {dataset}")
 
-    summary = _summarise(dataset, root, ws, scope, clips_dir, digest, failures_path, frames_per_clip)
-    summary.update(skipped=len(done), processed=len(todo), seconds=round(time.perf_counter() - start, 2),
-                   clips_per_second=round(len(todo) / max(time.perf_counter() - start, 1e-9), 3))
-    failed_fraction = summary["clips_failed"] / summary["clips_total"] if summary["clips_total"] else 0.0
-    summary.update(failed_fraction=round(failed_fraction, 6), max_failed=max_failed,
-                   too_many_failed=failed_fraction > max_failed)
-    atomic_write_json(prep_dir / "summary.json", summary)
-    _enrich_manifest(ws, dataset, rows, clips_dir, digest, failures_path, classes)
-    log.info("prep %s: %d/%d clips ok, %d failed, %d no-audio, %d frames without a face -> %s", dataset,
-             summary["clips_ok"], summary["clips_total"], summary["clips_failed"], summary["no_audio"],
-             summary["no_face_frames"], prep_dir)
+        summary = _summarise(dataset, root, ws, scope, clips_dir, digest, failures_path, frames_per_clip)
+        seconds = time.perf_counter() - start
+        summary.update(disk=disk.to_json(), skipped=len(done), processed=len(todo), seconds=round(seconds, 2),
+                       clips_per_second=round(len(todo) / max(seconds, 1e-9), 3))
+        failed_fraction = summary["clips_failed"] / summary["clips_total"] if summary["clips_total"] else 0.0
+        summary.update(failed_fraction=round(failed_fraction, 6), max_failed=max_failed,
+                       too_many_failed=failed_fraction > max_failed)
+        atomic_write_json(prep_dir / "summary.json", summary)
+        _enrich_manifest(ws, dataset, rows, clips_dir, digest, failures_path, classes)
+        log.info("prep %s: %d/%d clips ok, %d failed, %d no-audio, %d frames without a face -> %s", dataset,
+                 summary["clips_ok"], summary["clips_total"], summary["clips_failed"], summary["no_audio"],
+                 summary["no_face_frames"], prep_dir)
     return PrepResult(summary)
 
 

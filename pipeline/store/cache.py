@@ -18,14 +18,17 @@ shard, via pipeline.prep.cluster) write disjoint chunks in parallel. With the `t
 (S=32, D=64: 8 KiB vision / 32 KiB audio per clip-view) the cap wins: one chunk per shard.
 
 The store's attrs record its provenance (shards, prep hash, sampling, image size, model
-geometry, and per encoder the checkpoint path/sha256 and a hash of the patch-embedding weights
-actually used - which also pins randomly initialised encoders to their seed). `check_cache_matches`
-recomputes that for a config and names the first field that differs. `build_cached_loader`
+geometry, and per encoder its timm name, the weights file's path/sha256 ("random init" when
+none) and a hash of the patch-embedding weights actually used - which also pins randomly
+initialised encoders to their seed). `check_cache_matches` recomputes that for a config and
+names the first field that differs; a cache made with one encoder (name or weights) is never
+read for another: building, `check_cache_matches` and the loader refuse it in one line naming both. `build_cached_loader`
 yields (vision_tokens, audio_tokens, label, clip_id) batches for `forward_embedded`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,8 +44,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from model.families import encoder_geometry, encoder_norm
 from pipeline.core.config import RunConfig, saved_run_config, to_dict
 from pipeline.core.device import pick_device
+from pipeline.core.disk import SpaceEstimate, block_bytes, check_space, stop_when_full, tree_bytes
 from pipeline.core.errors import MMAError
 from pipeline.core.folds import split_mask
 from pipeline.core.io import sha256_json
@@ -53,7 +58,7 @@ from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 from pipeline.store.sampling import ClipSampler, clip_rng
 from pipeline.store.shard import read_index, sample_key
 from pipeline.store.stream import EpochDataset, epoch_clips, iter_clips, loader_kwargs, reader_slot, step_share
-from pipeline.weights.resolve import resolve_encoder_checkpoints
+from pipeline.weights.resolve import RANDOM_INIT, describe_identity, encoder_identities, resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -86,27 +91,32 @@ def build_stage1_model(cfg: RunConfig) -> torch.nn.Module:
 
 
 def encoder_provenance(net: torch.nn.Module) -> dict[str, Any]:
-    """Per encoder: checkpoint path + sha256 (None when random) and the patch-embedding weights' hash."""
+    """Per encoder: timm name, weights path + sha256 ("random init" when none) and the patch-embedding
+    weights' hash (None for an encoder the model does not have)."""
+    sources = getattr(net, "encoder_sources", {}) or {}
+    identities = encoder_identities(net.config, sources)
     out = {}
     for which in ("vision", "audio"):
         enc = getattr(net, which, None)
-        source = (getattr(net, "encoder_sources", {}) or {}).get(which) or {}
-        out[which] = {"path": source.get("path"), "sha256": source.get("sha256"),
+        ident = identities.get(which) or {"name": None, "sha256": None}
+        out[which] = {**ident, "path": (sources.get(which) or {}).get("path"),
                       "patch_embed_sha256": _module_sha256(enc.patch_embed if enc is not None else None)}
     return out
 
 
-def _token_counts(cfg: RunConfig) -> tuple[int, int]:
+def _token_shapes(cfg: RunConfig) -> dict[str, tuple[int, int]]:
+    """(patch tokens, width) of each encoder's stage-1 output; (0, width of the other) for an absent one."""
     m = cfg.model
-    nv = (m.image_size // m.patch_size) ** 2 if m.modality in ("both", "vision") else 0
-    na = (m.audio_frames // m.patch_size) * (m.audio_mel_bins // m.patch_size) if m.modality in ("both", "audio") else 0
-    return nv, na
+    shapes = {w: (g.num_patches, g.width) for w in m.encoders() for g in [encoder_geometry(m, w)]}
+    width = next(iter(shapes.values()))[1]
+    return {w: shapes.get(w, (0, width)) for w in ("vision", "audio")}
 
 
 def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) -> dict[str, Any]:
     """What a cache is made from, as a flat {field: value} (the fields check_cache_matches compares)."""
 
     m = cfg.model
+    first = encoder_geometry(m, m.encoders()[0])
     sampling = ClipSampler.from_config(cfg).params()
     return {
         "format": CACHE_FORMAT,
@@ -115,8 +125,9 @@ def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) 
         "shards_sha256": sha256_json([[s["name"], s["sha256"]] for s in index["shards"]]),
         "model.image_size": m.image_size,
         "model.num_frames": m.num_frames,
-        "model.embed_dim": m.embed_dim,
-        "model.patch_size": m.patch_size,
+        "model.embed_dim": first.width,
+        "model.patch_size": first.patch_size[0],
+        "model.vision_norm": [list(n) for n in dataclasses.astuple(encoder_norm(m, "vision"))],
         "model.audio_frames": m.audio_frames,
         "model.audio_mel_bins": m.audio_mel_bins,
         "model.modality": m.modality,
@@ -131,18 +142,38 @@ def provenance(cfg: RunConfig, index: dict[str, Any], encoders: dict[str, Any]) 
 def _describe(enc: dict[str, Any] | None) -> str:
     if not enc or not enc.get("patch_embed_sha256"):
         return "no encoder"
-    src = f"{enc['path']} (sha256 {str(enc['sha256'])[:12]})" if enc.get("path") else "random init"
-    return f"{src}, patch embedding {enc['patch_embed_sha256'][:12]}"
+    if not enc.get("name"):  # a cache written before encoder names were recorded
+        return f"an unnamed encoder ({enc.get('sha256') or RANDOM_INIT})"
+    return describe_identity(enc)
+
+
+def _identity(enc: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    """(timm name, weights sha256 or "random init") of a stored encoder entry; None for no encoder."""
+    if not enc or not enc.get("patch_embed_sha256"):
+        return None
+    return enc.get("name"), enc.get("sha256") or RANDOM_INIT
 
 
 def _difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """The first field on which a cache's provenance differs from `wanted`, as one line; None when it fits.
+
+    Another encoder (name or weights) is named first: it changes much else (input statistics,
+    geometry). The same encoder whose patch embedding differs (random init under another seed or
+    geometry) comes last, after the plain fields.
+    """
+    encoders = [k for k in wanted if k.startswith("encoders.")]
+    for key in encoders:
+        if _identity(stored.get(key)) != _identity(wanted[key]):
+            return f"{key}: cache made with {_describe(stored.get(key))}, this config gives {_describe(wanted[key])}"
     for key in wanted:
         a, b = stored.get(key), wanted[key]
-        if key.startswith("encoders."):
-            if (a or {}).get("patch_embed_sha256") != b.get("patch_embed_sha256"):
-                return f"{key}: cache made with {_describe(a)}, this config gives {_describe(b)}"
-        elif json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
+        if key not in encoders and json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
             return f"{key}: cache has {a!r}, this config has {b!r}"
+    for key in encoders:
+        a, b = stored.get(key) or {}, wanted[key]
+        if a.get("patch_embed_sha256") != b.get("patch_embed_sha256"):
+            return (f"{key}: cache made with {_describe(a)}, patch embedding {str(a.get('patch_embed_sha256'))[:12]}; "
+                    f"this config gives patch embedding {str(b.get('patch_embed_sha256'))[:12]}")
     return None
 
 
@@ -190,21 +221,22 @@ def _chunk_rows(bytes_per_row: list[int], max_shard: int) -> tuple[int, list[int
 
 def plan_layout(cfg: RunConfig, index: dict[str, Any]) -> dict[str, Any]:
     """Rows per shard (chunk-aligned starts), array shapes and chunks."""
-    nv, na = _token_counts(cfg)
+    shapes = _token_shapes(cfg)
+    (nv, dv), (na, da) = shapes["vision"], shapes["audio"]
     m = cfg.model
     k = cfg.data.cache_views
     views = k + len(TEST_VIEWS)
     audio_views = 1 if cfg.data.audio_window == "start" else views
-    vision_row = m.num_frames * nv * m.embed_dim * 2
-    audio_row = na * m.embed_dim * 2
+    vision_row = m.num_frames * nv * dv * 2
+    audio_row = na * da * 2
     align, (cv, ca) = _chunk_rows([vision_row, audio_row], max(s["count"] for s in index["shards"]))
     shards, row = [], 0
     for s in index["shards"]:
         shards.append({"name": s["name"], "fold": s["fold"], "start": row, "count": s["count"]})
         row += -(-s["count"] // align) * align
     return {"rows": row, "align": align, "views": views, "train_views": k, "audio_views": audio_views,
-            "vision_shape": [row, views, m.num_frames, nv, m.embed_dim], "vision_chunk_rows": cv,
-            "audio_shape": [row, audio_views, na, m.embed_dim], "audio_chunk_rows": ca, "shards": shards,
+            "vision_shape": [row, views, m.num_frames, nv, dv], "vision_chunk_rows": cv,
+            "audio_shape": [row, audio_views, na, da], "audio_chunk_rows": ca, "shards": shards,
             "test_views": {"1": [k], "2": [k + 1, k + 2]}}
 
 
@@ -338,28 +370,43 @@ def _cache_shard(task: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the stage
 
 
-def _open_or_create(path: Path, layout: dict[str, Any], prov: dict[str, Any], force: bool,
-                    dataset: str) -> tuple[set[int], dict[str, Any] | None]:
-    """(indices of shards already done, the finished store's summary if it is up to date) for `path`.
+def _existing_store(path: Path, layout: dict[str, Any], prov: dict[str, Any], force: bool,
+                    dataset: str) -> tuple[set[int], dict[str, Any] | None, bool]:
+    """(indices of shards already done, the finished store's summary if it is up to date, whether the
+    store is (re)built from scratch) for `path`; changes nothing on disk.
 
     A store made from something else is refused (naming the field) unless `force` rebuilds it.
     """
-    if path.exists() and not force:
-        root = _open_store(path)
-        attrs = dict(root.attrs)
-        diff = _difference(attrs.get("provenance", {}), prov)
-        if diff:
-            raise MMAError(f"{path}: existing cache was made differently ({diff}); use --force to rebuild it")
-        if attrs.get("complete"):
-            log.info("cache %s: up to date (%s)", dataset, path)
-            return set(), {**attrs.get("summary", {}), "store": str(path), "up_to_date": True}
-        done = {i for i, flag in enumerate(root["shard_done"][:]) if flag}
-        log.info("cache %s: resuming, %d of %d shards already done", dataset, len(done), len(layout["shards"]))
-        return done, None
-    if path.exists():
-        shutil.rmtree(path)
-    _create_store(path, layout, {"provenance": prov, "layout": layout, "complete": False})
-    return set(), None
+    if not path.exists() or force:
+        return set(), None, True
+    root = _open_store(path)
+    attrs = dict(root.attrs)
+    diff = _difference(attrs.get("provenance", {}), prov)
+    if diff:
+        raise MMAError(f"{path}: existing cache was made differently ({diff}); use --force to rebuild it")
+    if attrs.get("complete"):
+        log.info("cache %s: up to date (%s)", dataset, path)
+        return set(), {**attrs.get("summary", {}), "store": str(path), "up_to_date": True}, False
+    done = {i for i, flag in enumerate(root["shard_done"][:]) if flag}
+    log.info("cache %s: resuming, %d of %d shards already done", dataset, len(done), len(layout["shards"]))
+    return done, None, False
+
+
+def estimate_cache_bytes(layout: dict[str, Any], shards: list[int], block: int) -> int:
+    """Bytes the rows of `shards` (indices into layout["shards"]) will take: clips x views x tokens x
+    width x 2 (fp16, before compression, which barely shrinks these tokens), one block per chunk file
+    for rounding, and the per-shard label/id/valid chunks."""
+    vs, as_ = layout["vision_shape"], layout["audio_shape"]
+    vision_view = 2 * math.prod(vs[2:])  # one clip, one view
+    audio_view = 2 * math.prod(as_[2:])
+    total = 0
+    for i in shards:
+        count = layout["shards"][i]["count"]
+        total += count * (vs[1] * vision_view + as_[1] * audio_view)
+        chunk_files = (-(-count // layout["vision_chunk_rows"]) * vs[1] if vision_view else 0) \
+            + (-(-count // layout["audio_chunk_rows"]) * as_[1] if audio_view else 0)
+        total += (chunk_files + 5) * block
+    return total
 
 
 def _run_tasks(tasks: list[dict[str, Any]], cluster: str, workers: int, dataset: str) -> list[dict[str, Any]]:
@@ -409,13 +456,17 @@ class CacheResult(StageResult):
 
 
 def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | None = None, force: bool = False,
-              cluster: str = "local") -> CacheResult:
+              cluster: str = "local", space_check: bool = True) -> CacheResult:
     """Build (or resume, or confirm) `<workdir>/<ds>/cache.zarr` for `cfg`.
 
     A finished store with the same provenance is kept unless `force`; an unfinished one resumes
     (shards marked done are skipped); one made from something else is refused (naming the field)
     unless `force`, which rebuilds it. A shard that fails is not marked done: the summary says
     `complete: False` and lists it in `failed_shards`, and a rerun retries it.
+
+    Before any shard, the rows still to write are measured (`estimate_cache_bytes`) and the run
+    refused when they do not fit (`space_check=False` tries anyway); a disk that fills up midway
+    stops it with one line (shards finished are kept, marked done; a rerun resumes the others).
     """
     start = time.perf_counter()
     cfg = resolve_encoder_checkpoints(cfg, ws)  # a copy; encoder files checked before any work
@@ -427,17 +478,32 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
     layout = plan_layout(cfg, index)
     path = ws.cache_path(cfg.dataset)
     dev = str(pick_device(device))
-    done, up_to_date = _open_or_create(path, layout, prov, force, cfg.dataset)
+    done, up_to_date, rebuild = _existing_store(path, layout, prov, force, cfg.dataset)
     if up_to_date is not None:
         return CacheResult(up_to_date)
+    todo = [i for i in range(len(layout["shards"])) if i not in done]
+    with stop_when_full(path, f"mma cache {cfg.dataset}", f"mma cache {cfg.dataset}"):
+        disk = check_space(path, estimate_cache_bytes(layout, todo, block_bytes(path)),
+                           f"cache {cfg.dataset}: {len(todo)} of {len(layout['shards'])} shards",
+                           space_check=space_check, freed=tree_bytes(path) if rebuild else 0)
+        if rebuild:
+            if path.exists():
+                shutil.rmtree(path)
+            _create_store(path, layout, {"provenance": prov, "layout": layout, "complete": False})
+        shard_clips = {s["name"]: s["clips"] for s in index["shards"]}
+        shards_dir = ws.shards_dir(cfg.dataset)
+        tasks = [{"index": i, "shard": str(shards_dir / s["name"]), "start": s["start"], "fold": s["fold"],
+                  "clips": shard_clips[s["name"]], "store": str(path), "cfg": to_dict(cfg), "layout": layout,
+                  "device": dev, "threads": 1 if cluster != "serial" else None}
+                 for i, s in ((i, layout["shards"][i]) for i in todo)]
+        results = _run_tasks(tasks, cluster, workers, cfg.dataset)
+        summary = _finish_store(path, cfg.dataset, layout, done, results, disk, start, dev)
+    return CacheResult(summary)
 
-    shard_clips = {s["name"]: s["clips"] for s in index["shards"]}
-    shards_dir = ws.shards_dir(cfg.dataset)
-    tasks = [{"index": i, "shard": str(shards_dir / s["name"]), "start": s["start"], "fold": s["fold"],
-              "clips": shard_clips[s["name"]], "store": str(path), "cfg": to_dict(cfg), "layout": layout,
-              "device": dev, "threads": 1 if cluster != "serial" else None}
-             for i, s in enumerate(layout["shards"]) if i not in done]
-    results = _run_tasks(tasks, cluster, workers, cfg.dataset)
+
+def _finish_store(path: Path, dataset: str, layout: dict[str, Any], done: set[int], results: list[dict[str, Any]],
+                  disk: SpaceEstimate, start: float, dev: str) -> dict[str, Any]:
+    """The run's summary, recorded in the store's attributes (with `complete` when every shard is done)."""
     for r in results:
         if r.get("error"):
             log.warning("cache: %s: %s (%d clip(s) not cached)", r["shard"], r["error"], r["skipped"])
@@ -445,7 +511,7 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
     finished = bool(np.all(root["shard_done"][:]))
     valid = root["valid"][:]
     summary = {
-        "store": str(path), "dataset": cfg.dataset, "clips": int(valid.sum()), "rows": layout["rows"],
+        "store": str(path), "dataset": dataset, "clips": int(valid.sum()), "rows": layout["rows"],
         "shards": len(layout["shards"]), "shards_done_now": sum(1 for r in results if not r.get("failed")),
         "shards_resumed": len(done), "skipped_clips": sum(r["skipped"] for r in results),
         "errors": [r for r in results if r.get("error")],
@@ -453,12 +519,13 @@ def run_cache(cfg: RunConfig, ws: Workspace, *, workers: int = 2, device: str | 
         "train_views": layout["train_views"],
         "chunk_rows": {"vision": layout["vision_chunk_rows"], "audio": layout["audio_chunk_rows"]},
         "complete": finished, "seconds": round(time.perf_counter() - start, 2), "device": dev,
+        "disk": disk.to_json(),
     }
     root.attrs.update({"complete": finished, "summary": summary})
-    log.info("cache %s: %d clips x (%d train + %d test views) in %d shards -> %s (%.1f s)%s", cfg.dataset,
+    log.info("cache %s: %d clips x (%d train + %d test views) in %d shards -> %s (%.1f s)%s", dataset,
              summary["clips"], layout["train_views"], len(TEST_VIEWS), len(layout["shards"]), path,
              summary["seconds"], "" if finished else "; UNFINISHED: rerun to retry failed shards")
-    return CacheResult(summary)
+    return summary
 
 
 # --------------------------------------------------------------------------- the cached loader
@@ -557,6 +624,11 @@ def build_cached_dataset(cfg: RunConfig, ws: Workspace, split: str, *, epoch: in
     attrs = dict(root.attrs)
     if not attrs.get("complete"):
         raise MMAError(f"{path}: cache is unfinished (rerun `mma cache {cfg.dataset}`)")
+    for which in ("vision", "audio"):  # the cheap half of check_cache_matches: never another encoder's tokens
+        stored = (attrs.get("provenance") or {}).get(f"encoders.{which}") or {}
+        if stored.get("patch_embed_sha256") and stored.get("name") != getattr(cfg.model, f"{which}_encoder"):
+            raise MMAError(f"{path}: cache made with the {which} encoder {_describe(stored)}, this config has "
+                           f"{getattr(cfg.model, f'{which}_encoder')}; rebuild it with `mma cache {cfg.dataset} --force`")
     layout = attrs["layout"]
     valid, fold = root["valid"][:], root["fold"][:]
     mask = valid & split_mask(fold, cfg.fold, split)
@@ -592,5 +664,5 @@ def build_cached_loader(cfg: RunConfig, ws: Workspace, split: str, *, epoch: int
     return DataLoader(dataset, batch_size=None, **loader_kwargs(workers))
 
 
-__all__ = ["run_cache", "check_cache_matches", "build_cached_loader", "build_cached_dataset", "plan_layout",
+__all__ = ["run_cache", "check_cache_matches", "estimate_cache_bytes", "build_cached_loader", "build_cached_dataset", "plan_layout",
            "provenance", "build_stage1_model", "encoder_provenance", "embed_views"]

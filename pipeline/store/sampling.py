@@ -13,8 +13,9 @@ input here, exactly as docs/architecture.md, "Data" says:
 - train augmentation, ONE draw per clip applied to all T frames: brightness U[0.5, 1.5],
   random resized crop (area 0.08-1, aspect 3/4-4/3) to S x S bilinear, horizontal flip p=0.5;
   test: bilinear resize to S x S. Frames stay uint8 (n, T, 3, S, S); the trainer scales to [0, 1].
-- audio: the raw fbank cropped/zero-padded to 512 rows, then normalised
-  (x + 4.2677393) / (2 * 4.5689974); window "start" (from t=0, the authors') or "aligned"
+- audio: the raw fbank cropped/zero-padded to 512 rows, then normalised with the audio encoder's
+  statistics (`model.families.encoder_norm`; AudioMAE's by default) as (x - mean) / (2 * std),
+  i.e. (x + 4.2677393) / (2 * 4.5689974); window "start" (from t=0, the authors') or "aligned"
   (centred on the sampled frames' time span). A clip without audio has 0 rows: its padded
   input is the authors' "silence" spectrogram.
 
@@ -35,12 +36,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from model.families import FBANK_MEAN, FBANK_STD, encoder_norm
 from pipeline.core.config import AUDIO_WINDOWS, FRAME_ORDERS, RunConfig, check_choice
 from pipeline.core.errors import MMAError
 from pipeline.prep.audio import FBANK_ROWS_PER_SECOND
 
-FBANK_MEAN = -4.2677393
-FBANK_STD = 4.5689974
 
 
 # --------------------------------------------------------------------------- frame indices
@@ -222,9 +222,10 @@ def audio_window_start(
 
 
 def normalise_fbank(
-    fbank: np.ndarray | torch.Tensor, spec_frames: int = 512, *, start: int = 0
+    fbank: np.ndarray | torch.Tensor, spec_frames: int = 512, *, start: int = 0, mean: float = FBANK_MEAN,
+    std: float = FBANK_STD,
 ) -> torch.Tensor:
-    """Raw fbank (n, 128) -> model input (1, spec_frames, 128) float32: crop/zero-pad, then normalise.
+    """Raw fbank (n, 128) -> model input (1, spec_frames, 128) float32: crop/zero-pad, then (x - mean) / (2 std).
 
     Padding happens before normalisation (as the authors do), so a clip without audio (0 rows)
     becomes the constant "silence" spectrogram.
@@ -236,7 +237,7 @@ def normalise_fbank(
     x = x[start:start + spec_frames]
     if x.shape[0] < spec_frames:
         x = torch.cat([x, x.new_zeros(spec_frames - x.shape[0], x.shape[1])])
-    return ((x - FBANK_MEAN) / (2.0 * FBANK_STD)).unsqueeze(0).contiguous()
+    return ((x - mean) / (2.0 * std)).unsqueeze(0).contiguous()
 
 
 # --------------------------------------------------------------------------- one clip -> model input
@@ -259,20 +260,25 @@ class ClipSampler:
     crop_scale: tuple[float, float]
     crop_ratio: tuple[float, float]
     hflip_p: float
+    audio_mean: float = FBANK_MEAN
+    audio_std: float = FBANK_STD
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "ClipSampler":
         """From a RunConfig: T and S from the model section, the rest from the (resolved) data section."""
         d = cfg.data.resolved(cfg.dataset)
+        audio = encoder_norm(cfg.model, "audio")
         return cls(cfg.model.num_frames, cfg.model.image_size, d.spec_frames, d.audio_window, d.frame_order,
-                   tuple(d.brightness), tuple(d.crop_scale), tuple(d.crop_ratio), float(d.hflip_p))
+                   tuple(d.brightness), tuple(d.crop_scale), tuple(d.crop_ratio), float(d.hflip_p),
+                   audio.mean[0], audio.std[0])
 
     def params(self) -> dict[str, Any]:
         """What determines the output (recorded as the cache's sampling provenance)."""
         return {"num_frames": self.num_frames, "image_size": self.image_size, "spec_frames": self.spec_frames,
                 "audio_window": self.audio_window, "frame_order": self.frame_order,
                 "brightness": list(self.brightness),
-                "crop_scale": list(self.crop_scale), "crop_ratio": list(self.crop_ratio), "hflip_p": self.hflip_p}
+                "crop_scale": list(self.crop_scale), "crop_ratio": list(self.crop_ratio), "hflip_p": self.hflip_p,
+                "audio_mean": self.audio_mean, "audio_std": self.audio_std}
 
     def __call__(
         self,
@@ -297,7 +303,7 @@ class ClipSampler:
         fbank = sample["fbank"]
         start = audio_window_start(indices, sample["meta"].get("fps"), int(fbank.shape[0]), self.spec_frames,
                                    self.audio_window)
-        return frames, normalise_fbank(fbank, self.spec_frames, start=start)
+        return frames, normalise_fbank(fbank, self.spec_frames, start=start, mean=self.audio_mean, std=self.audio_std)
 
 
 def load_clip_dir(path: str | Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ hash are unchanged is kept unless `force`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import DataConfig
+from pipeline.core.disk import check_space, stop_when_full
 from pipeline.core.errors import MMAError
 from pipeline.core.folds import FOLDS
 from pipeline.core.io import (
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "mma-shards-v1"
 TAR_BLOCK = 512
+TAR_RECORD = 20 * TAR_BLOCK  # a tar ends with 2 zero blocks, padded to a whole record
 
 
 def shard_name(fold: int, seq: int) -> str:
@@ -131,14 +134,22 @@ def write_shard(path: Path, members: list[dict[str, Any]], on_clip: Any = None) 
     ranges: list[list[int]] = []
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            writer = wds.TarWriter(fh, user="mma", group="mma", mode=0o444, mtime=0.0, encoder=False)
-            for clip in members:
-                start = writer.tarstream.offset  # the tar's own position (its stream buffers, fh.tell() lags)
-                writer.write(_sample(clip))
-                ranges.append([start, writer.tarstream.offset])
-                if on_clip is not None:
-                    on_clip()
-            writer.close()
+            # mtime an int: a float one (0.0) makes tarfile add a PAX header to every member (+1 kB each)
+            writer = wds.TarWriter(fh, user="mma", group="mma", mode=0o444, mtime=0, encoder=False)
+            try:
+                for clip in members:
+                    start = writer.tarstream.offset  # the tar's own position (its stream buffers, fh.tell() lags)
+                    writer.write(_sample(clip))
+                    ranges.append([start, writer.tarstream.offset])
+                    if on_clip is not None:
+                        on_clip()
+                writer.close()
+            except BaseException:
+                # the temp file is discarded; closing the tar stream now (while its file is open) keeps its
+                # garbage collection from writing to a closed file later (a traceback after a full disk)
+                with contextlib.suppress(OSError):
+                    writer.close()
+                raise
     return ranges
 
 
@@ -193,13 +204,35 @@ def _finished_clips(dataset: str, ws: Workspace) -> tuple[str, list[dict[str, An
     return prep_hash, clips, excluded, len(rows)
 
 
+def shards_to_write(plan: list[dict[str, Any]], out: Path, prep_hash: str, previous: dict[str, Any]) -> set[str]:
+    """Names of the planned shards whose content changed or whose file is missing (the others are kept)."""
+    return {s["name"] for s in plan if not _reusable(previous.get(s["name"]), s, prep_hash, out / s["name"])}
+
+
+def estimate_shard_bytes(plan: list[dict[str, Any]], todo: set[str]) -> int:
+    """Bytes the shards in `todo` will take: their clips' tar members (exact), headers and end padding."""
+    return sum(sum(c["bytes"] for c in s["members"]) + TAR_RECORD for s in plan if s["name"] in todo)
+
+
+def _replaced_bytes(out: Path, todo: set[str]) -> int:
+    """What replacing the shards in `todo` frees: their old files, less the largest (old and new
+    coexist until the rename, one shard at a time)."""
+    sizes = [(out / name).stat().st_size for name in todo if (out / name).is_file()]
+    return sum(sizes) - max(sizes) if sizes else 0
+
+
 def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any], previous: dict[str, Any],
-                   label: str) -> tuple[int, int]:
-    """Write the shards whose content changed (reuse the others); index.json is updated after each. (written, kept)"""
+                   todo: set[str], label: str) -> tuple[int, int]:
+    """Write the shards in `todo` (reuse the others); index.json is updated after each. (written, kept)
+
+    Until the last shard, index.json is marked unfinished and also lists the previous run's entries
+    of the shards not reached yet, so a run stopped midway (killed, disk full) resumes with them.
+    """
     index_path = out / "index.json"
-    prep_hash = index["prep_hash"]
+    pending = {name: {k: v for k, v in entry.items() if k != "prep_hash"} for name, entry in previous.items()}
+    # compact JSON while unfinished: the index is rewritten after every shard (O(shards x clips) bytes)
+    atomic_write_json(index_path, {**index, "shards": list(pending.values())}, indent=None)  # before any rename
     written = kept = 0
-    todo = {s["name"] for s in plan if not _reusable(previous.get(s["name"]), s, prep_hash, out / s["name"])}
     total = sum(len(s["members"]) for s in plan if s["name"] in todo)
     with progress_bar(label, total, "clips") as progress:
         task = progress.add_task(label, total=total)
@@ -214,7 +247,8 @@ def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any],
                 entry = {k: previous[s["name"]][k] for k in ("bytes", "sha256", "ranges") if k in previous[s["name"]]}
             index["shards"].append({"name": s["name"], "fold": s["fold"], "count": len(s["clips"]), **entry,
                                     "clips": s["clips"], "clips_digest": s["clips_digest"]})
-            atomic_write_json(index_path, index)
+            pending.pop(s["name"], None)
+            atomic_write_json(index_path, {**index, "shards": index["shards"] + list(pending.values())}, indent=None)
     planned_names = {s["name"] for s in plan}
     for old in out.glob("fold*-*.tar"):
         if old.name not in planned_names:
@@ -225,7 +259,8 @@ def _write_planned(plan: list[dict[str, Any]], out: Path, index: dict[str, Any],
 
 @dataclass(frozen=True)
 class ShardResult(StageResult):
-    """What `run_shard` did: shard counts, clips per fold, the clips left out, and index.json's content."""
+    """What `run_shard` did: shard counts, clips per fold, the clips left out, the disk estimate
+    (`pipeline.core.disk.SpaceEstimate.to_json`), and index.json's content."""
 
     shards: int
     written: int
@@ -235,6 +270,7 @@ class ShardResult(StageResult):
     left_out: list[dict[str, Any]]
     prep_hash: str
     seconds: float
+    disk: dict[str, Any]
     index: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
@@ -244,37 +280,47 @@ class ShardResult(StageResult):
         return out
 
 
-def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool = False) -> ShardResult:
-    """Pack every successfully prepped clip of `dataset` into fold-grouped shards; index.json beside them."""
+def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool = False,
+              space_check: bool = True) -> ShardResult:
+    """Pack every successfully prepped clip of `dataset` into fold-grouped shards; index.json beside them.
+
+    The shards to write are measured first (their exact tar bytes) and the run refused when they
+    do not fit (`space_check=False` tries anyway); a disk that fills up midway stops it with one
+    line, with no half-written shard in place and index.json marked unfinished (a rerun resumes).
+    """
     start = time.perf_counter()
     prep_hash, clips, excluded, clips_total = _finished_clips(dataset, ws)
     plan = plan_shards(clips, data_cfg.shard_max_clips, data_cfg.shard_max_bytes)
     out = ws.shards_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp*"):
-        stale.unlink(missing_ok=True)
-    index_path = out / "index.json"
-    previous = {} if force else _load_previous(index_path)
-    index: dict[str, Any] = {
-        "format": INDEX_FORMAT,
-        "dataset": dataset,
-        "prep_hash": prep_hash,
-        "complete": False,
-        "max_clips": data_cfg.shard_max_clips,
-        "max_bytes": data_cfg.shard_max_bytes,
-        "shards": [],
-        "folds": {},
-        "clips_total": clips_total,
-        "clips_sharded": len(clips),
-        "excluded": excluded,
-    }
-    written, kept = _write_planned(plan, out, index, previous, f"shard {dataset}")
-    for fold in FOLDS:
-        names = [s["name"] for s in index["shards"] if s["fold"] == fold]
-        index["folds"][str(fold)] = {"shards": names,
-                                     "clips": sum(s["count"] for s in index["shards"] if s["fold"] == fold)}
-    index["complete"] = True
-    atomic_write_json(index_path, index)
+    with stop_when_full(out, f"mma shard {dataset}", f"mma shard {dataset}"):
+        for stale in out.glob(".*.tmp*"):
+            stale.unlink(missing_ok=True)
+        index_path = out / "index.json"
+        previous = {} if force else _load_previous(index_path)
+        todo = shards_to_write(plan, out, prep_hash, previous)
+        disk = check_space(out, estimate_shard_bytes(plan, todo), f"shard {dataset}: {len(todo)} of {len(plan)} "
+                           "shards", space_check=space_check, freed=_replaced_bytes(out, todo))
+        index: dict[str, Any] = {
+            "format": INDEX_FORMAT,
+            "dataset": dataset,
+            "prep_hash": prep_hash,
+            "complete": False,
+            "max_clips": data_cfg.shard_max_clips,
+            "max_bytes": data_cfg.shard_max_bytes,
+            "shards": [],
+            "folds": {},
+            "clips_total": clips_total,
+            "clips_sharded": len(clips),
+            "excluded": excluded,
+        }
+        written, kept = _write_planned(plan, out, index, previous, todo, f"shard {dataset}")
+        for fold in FOLDS:
+            names = [s["name"] for s in index["shards"] if s["fold"] == fold]
+            index["folds"][str(fold)] = {"shards": names,
+                                         "clips": sum(s["count"] for s in index["shards"] if s["fold"] == fold)}
+        index["complete"] = True
+        atomic_write_json(index_path, index)
     seconds = time.perf_counter() - start
     log.info("shard %s: %d clips in %d shards (%d written, %d kept), %d clip(s) left out -> %s (%.1f s)", dataset,
              len(clips), len(plan), written, kept, len(excluded), out, seconds)
@@ -284,4 +330,4 @@ def run_shard(dataset: str, ws: Workspace, data_cfg: DataConfig, *, force: bool 
         log.warning("... %d more clip(s) left out: see %s", len(excluded) - 10, index_path)
     return ShardResult(shards=len(index["shards"]), written=written, kept=kept, clips=index["clips_sharded"],
                        clips_per_fold={k: v["clips"] for k, v in index["folds"].items()}, left_out=excluded,
-                       prep_hash=prep_hash, seconds=round(seconds, 2), index=index)
+                       prep_hash=prep_hash, seconds=round(seconds, 2), disk=disk.to_json(), index=index)

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ModelError
-from model.inspect import VIT_B, Expected
+from model.inspect import Expected
 from pipeline.core.errors import USER_ERRORS, MMAError
 from pipeline.core.io import sha256_file
 from pipeline.core.progress import progress_bar
 from pipeline.core.results import StageResult
+from pipeline.weights.check import expected_for_weights
 from pipeline.weights.registry import (
     WeightSpec,
     source_url,
@@ -141,14 +142,17 @@ def _download_once(url: str, part: Path, timeout: float, progress: Any, task: An
 
 
 def fetch(name: str, folder: str | Path, *, url: str | None = None, force: bool = False, retries: int = 3,
-          timeout: float = 60.0, expected: Expected | None = VIT_B) -> WeightFile | ManualSteps:
+          timeout: float = 60.0, expected: Expected | None = None, preset_name: str = "paper"
+          ) -> WeightFile | ManualSteps:
     """Download checkpoint `name` into `folder`.
 
     A WeightFile with status "present" (already there and recorded; `force` downloads again) or
     "fetched", or ManualSteps (needs a browser). `url` (or the `MMA_WEIGHTS_URL_<NAME>` variable)
-    replaces the registry's URL.
+    replaces the registry's URL. The download must have `expected`'s geometry (default: its
+    encoder's architecture under `preset_name`, `check.expected_for_weights`).
     """
     spec = weight_spec(name)
+    expected = expected if expected is not None else expected_for_weights(name, preset_name)
     folder = Path(folder)
     src, fetchable = (url, True) if url else source_url(spec)
     existing = find(name, folder)
@@ -180,35 +184,37 @@ def fetch(name: str, folder: str | Path, *, url: str | None = None, force: bool 
     size = part.stat().st_size
     digest = sha256_file(part)
     problem = None
+    checked = None
     if total is not None and size != total:
         problem = f"{size} bytes instead of {total}"
     elif spec.sha256 and digest != spec.sha256:
         problem = f"sha256 {digest[:16]}... is not the published {spec.sha256[:16]}..."
     else:
         try:
-            check_structure(spec, part, expected, f"a download of {name}")
+            checked = check_structure(spec, part, expected, f"a download of {name}")
         except ModelError as exc:
             problem = str(exc).split(": ", 1)[-1]
-    if problem:
+    if problem or checked is None:
         part.unlink(missing_ok=True)
         raise MMAError(f"{src}: the download of {name} is corrupt ({problem}); deleted, not installed")
-    entry = install(spec, part, folder, source=src, sha256=digest)
+    entry = install(spec, checked, folder, source=src, sha256=digest)
     return WeightFile(name, "fetched", str(folder / spec.filename), entry["sha256"], entry)
 
 
 __all__ = ["fetch", "manual_steps", "url_override_var"]
 
 
-def fetch_all(names: list[str], folder: str | Path, *, force: bool = False,
-              expected: Expected | None = VIT_B) -> FetchResult:
+def fetch_all(names: list[str], folder: str | Path, *, force: bool = False, preset_name: str = "paper",
+              expected: Expected | None = None) -> FetchResult:
     """`mma weights fetch NAME...`: every name is tried (an unknown one fails before any download); a
-    failed download is an error line and the others still run (rerunning resumes it)."""
+    failed download is an error line and the others still run (rerunning resumes it). Each file is
+    checked against `expected`, by default its encoder's geometry under `preset_name`."""
     for name in names:
         weight_spec(name)
     results, errors = [], []
     for name in names:
         try:
-            results.append(fetch(name, folder, force=force, expected=expected))
+            results.append(fetch(name, folder, force=force, expected=expected, preset_name=preset_name))
         except USER_ERRORS as exc:
             errors.append(str(exc).splitlines()[0])
     return FetchResult(results, errors)

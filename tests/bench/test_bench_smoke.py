@@ -122,3 +122,28 @@ def test_predict_bench_runs_on_a_synth_clip(synth_root, tmp_path, capsys):
     assert row["preset"] == "tiny" and row["windows"] >= 1 and row["s_per_min_full"] > row["s_per_min_windows_only"] > 0
     assert json.loads(out.read_text())["rows"][0]["batched_vs_one_by_one"] > 0
     assert "s_per_min_full" in capsys.readouterr().out
+
+
+def test_dfew_scale_bench_runs_on_a_few_clips(tmp_path, capsys):
+    out = tmp_path / "dfew_scale.json"
+    result = _load("dfew_scale").main(["--clips", "60", "--baseline", "25", "--frames", "2", "--size", "16",
+                                       "--rounds", "1", "--workers", "0", "--scratch", str(tmp_path / "scratch"),
+                                       "--json", str(out)])
+    assert result["clips"] == {"baseline": 25, "full": 60}
+    steps = {r["step"]: r for r in result["rows"]}
+    assert set(steps) == {"manifest", "prep space", "check", "shard", "loader start", "report", "sweep status"}
+    assert all(r["us_per_clip_full"] > 0 and r["ratio"] > 0 for r in steps.values())
+    saved = json.loads(out.read_text())
+    assert saved["goal_ratio"] == 1.2 and saved["worst_ratio"] == max(r["ratio"] for r in saved["rows"])
+    assert "per-clip cost ratio <= 1.2" in capsys.readouterr().out
+
+
+def test_report_uncertainty_bench_runs_on_a_small_run(tmp_path, capsys):
+    out = tmp_path / "report_uncertainty.json"
+    result = _load("report_uncertainty").main(["--clips", "300", "--seeds", "2", "--resamples", "50",
+                                               "--baseline-resamples", "1", "--cores", "0", "--json", str(out)])
+    assert result["complete"] and set(result["ci"]) == {"uar", "war", "uar_2clip", "war_2clip"}
+    saved = json.loads(out.read_text())
+    assert saved["seconds"].keys() == {"write_runs", "make_report", "bootstrap", "loop_baseline_estimate"}
+    assert saved["ratios"]["vectorised_vs_loop"] > 0 and saved["target_s"] == 10.0
+    assert "make_report, 50 resamples" in capsys.readouterr().out

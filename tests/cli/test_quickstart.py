@@ -46,7 +46,7 @@ def test_quick_start_commands_work_verbatim(tmp_path, monkeypatch):
         result = mma(command)
         assert result.exit_code == 0, (command, result.output)
 
-    run = tmp_path / "work" / "mafw" / "runs" / "tiny" / "fold3"
+    run = tmp_path / "work" / "mafw" / "runs" / "tiny" / "seed1" / "fold3"
     config = json.loads((run / "config.json").read_text())
     assert config["dataset"] == "mafw" and config["fold"] == 3 and config["data"]["crop_size"] == 64
     assert json.loads((run / "result.json").read_text())["epochs"] == 2

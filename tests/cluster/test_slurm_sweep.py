@@ -58,7 +58,7 @@ def test_sweep_is_one_array_requeued_task_resumes_and_resubmission_skips(slurm_s
     assert "submitted 2 SLURM array task(s)" in result.output
     sweep = ws.sweeps_dir("synth") / "fusion-tiny"
     jobs = json.loads((sweep / "jobs.json").read_text())["jobs"]
-    none_key, bottleneck_key = "fusion-none-tiny/fold1", "fusion-bottleneck-tiny/fold1"
+    none_key, bottleneck_key = "fusion-none-tiny/seed1/fold1", "fusion-bottleneck-tiny/seed1/fold1"
     assert sorted(jobs) == [bottleneck_key, none_key]
     array = jobs[none_key]["job_id"].split("_")[0]
     assert {jobs[none_key]["job_id"], jobs[bottleneck_key]["job_id"]} == {f"{array}_0", f"{array}_1"}
@@ -134,7 +134,7 @@ def test_a_job_failing_inside_slurm_is_failed_in_status_and_report(slurm_sharded
                  *RESOURCES, "--set", f"vision_ckpt={missing}")
     assert result.exit_code == 0, result.output
     assert "submitted 1 SLURM array task(s)" in result.output
-    key = "latent-d64-tiny/fold1"
+    key = "latent-d64-tiny/seed1/fold1"
     entry = json.loads((ws.sweeps_dir("synth") / "latent-tiny" / "jobs.json").read_text())["jobs"][key]
 
     wait_for(lambda: _status(ws, "latent")[1][key][2] == "failed", 180, f"{key} to fail")

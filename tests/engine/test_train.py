@@ -10,12 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from pipeline.core.config import resolve_run, to_dict
+from pipeline.core.config import resolve_run, tiny, to_dict
 from pipeline.core.errors import MMAError
 from pipeline.core.project import ProjectFile
 from pipeline.core.stage_config import ConfigRequest, resolve_stage_config
 from pipeline.data.datasets import apply_label_set
 from pipeline.data.manifest import label_set
+from pipeline.engine.train import config_differences
 
 # A tiny model on 34 synth clips with random frozen encoders is fragile: whether it learns depends on
 # the seed (encoders, order). Measured with the uniform per-epoch order (fold 1, UAR over seeds 1/2/3/5):
@@ -206,3 +207,14 @@ def test_cli_train_speed_flags_reach_the_run(sharded, workspace, tmp_path):
     (record,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     split = record["train_clips"] + record["train_clips_dropped"]
     assert record["train_clips"] == split - split % 8 and record["train_samples_skipped"] == 0
+
+
+def test_config_differences_compare_the_resolved_input_statistics():
+    """A run's config.json holds the encoders' statistics resolved; the same config unresolved is no difference."""
+    saved = resolve_run(tiny(), "cpu")
+    assert saved.model.audio_mean == pytest.approx(-4.2677393) and saved.model.vision_std == (1.0, 1.0, 1.0)
+    assert config_differences(saved, tiny()) == []
+    other = tiny()
+    other.model.vision_encoder = "vit_base_patch16_clip_224.openai"
+    assert [d.split(":")[0] for d in config_differences(saved, other)] == [
+        "model.vision_encoder", "model.vision_mean", "model.vision_std"]

@@ -22,7 +22,7 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "mma demo: tiny MMA-DFER" in out and "chance level: UAR 25.00" in out
-    run_dir = workdir / "synth" / "runs" / "demo" / "fold1"
+    run_dir = workdir / "synth" / "runs" / "demo" / "seed1" / "fold1"
     for name in ("result.json", "last.pt", "curves.png", "confusion.png", "eval/eval.json"):
         assert (run_dir / name).exists(), name
     assert str(run_dir / "curves.png") in out and str(run_dir / "confusion.png") in out

@@ -28,6 +28,7 @@ EXPECTED = {
     "modality": (3, 1),
     "latent": (4, 1),
     "prompts": (5, 1),
+    "encoders": (4, 1),
 }
 
 
@@ -109,7 +110,7 @@ def test_folds_override_and_tiny_run_names():
     jobs = expand(get_experiment("fusion"), base, WS, folds=[2, 3], preset_name="tiny")
     assert len(jobs) == 10 and {j.fold for j in jobs} == {2, 3}
     assert jobs[0].run_name == "fusion-none-tiny" and jobs[0].config.model.embed_dim == 64
-    assert str(jobs[0].run_dir).endswith("synth/runs/fusion-none-tiny/fold2")
+    assert str(jobs[0].run_dir).endswith("synth/runs/fusion-none-tiny/seed1/fold2")
 
 
 def test_parse_folds_and_unknown_preset():
@@ -123,11 +124,12 @@ def test_parse_folds_and_unknown_preset():
 
 
 def test_prompts_rows_enter_after_block_l_times_12_over_l():
+    from model.families import encoder_geometry
     from model.prompts import prompt_layout
 
     for job in _jobs("prompts")[:4]:
         m = job.config.model
         n = m.prompt_introductions
-        layout = prompt_layout(m.num_prompts, n, m.depth)
+        layout = prompt_layout(m.num_prompts, n, encoder_geometry(m, "vision").depth)
         want = [{"after_block": l * 12 // n, "tokens": [3 * l, 3 * l + 3]} for l in range(n) if l * 12 // n < 11]
         assert layout == {"tokens": 3 * n, "sets": want}

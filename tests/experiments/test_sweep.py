@@ -69,7 +69,7 @@ def test_cli_list_and_dry_run(tmp_path):
     result = runner.invoke(cli.app, ["--workdir", str(tmp_path), "sweep", "table1", "--dataset", "dfew", "--dry-run",
                                      "--executor", "slurm", "--folds", "1,2"])
     assert result.exit_code == 0, result.output
-    assert "6 job(s): 6 to run" in result.output and "table1-s224/fold2" in result.output
+    assert "6 job(s): 6 to run" in result.output and "table1-s224/seed1/fold2" in result.output
     assert not (tmp_path / "dfew" / "sweeps").exists()
 
 
@@ -88,9 +88,11 @@ def test_report_flags_missing_folds_and_writes_files(tmp_path):
     assert d128["missing"] == ["fold1 unfinished"] and d128["mean"]["uar"] is None
     assert not d256["ran"] and not report["complete"]
     md = (ws.sweeps_dir("dfew") / "latent" / "report.md").read_text()
-    assert "| 64 | 2/2 | - | 61.00 | 71.00 | 62.00 | 72.00 | 64.57 | 77.44 | -3.57 | -6.44 | 5.90 | ok |" in md
-    assert "| 128 | 0/1 |" in md and "MISSING: fold1 unfinished" in md
-    assert "| 256 | 0/1 |" in md and md.count("not run |") == 2
+    assert ("| 64 | 2/2 | 1/1 | - | 61.00 | 71.00 | 62.00 | 72.00 | 1.41 | 1.41 | 1 seed | 1 seed | - | - | 64.57 | "
+            "77.44 | -3.57 | -6.44 | not compared | not compared | 5.90 | ok; no interval: no predictions.csv for "
+            "fold1 (seed 1), fold2 (seed 1); not compared with 128: the reference row has no finished runs |") in md
+    assert "| 128 | 0/1 | 0/1 |" in md and "MISSING: fold1 unfinished" in md and "| reference | reference |" in md
+    assert "| 256 | 0/1 | 0/1 |" in md and md.count("not run |") == 2
     csv_text = (ws.sweeps_dir("dfew") / "latent" / "report.csv").read_text()
     assert csv_text.splitlines()[0].startswith("row,label,folds") and len(csv_text.splitlines()) == 5
     png = ws.sweeps_dir("dfew") / "latent" / "report.png"
@@ -139,7 +141,7 @@ def test_local_sweep_runs_two_jobs_then_skips_them(sharded, workspace, tiny_conf
     sweep = workspace.sweeps_dir("synth") / "fusion-tiny"
     state = json.loads((sweep / "jobs.json").read_text())
     ids = {k: e["job_id"] for k, e in state["jobs"].items()}
-    assert sorted(ids) == ["fusion-bottleneck-tiny/fold1", "fusion-none-tiny/fold1"]
+    assert sorted(ids) == ["fusion-bottleneck-tiny/seed1/fold1", "fusion-none-tiny/seed1/fold1"]
     for key in ids:
         name = key.split("/")[0]
         result = json.loads((workspace.run_dir("synth", name, 1) / "result.json").read_text())

@@ -9,13 +9,23 @@ from checkpoint_files import (
     authors_file,
     mae_file,
     mma_run_file,
+    timm_file,
     vision_file,
 )
 from typer.testing import CliRunner
 
 import cli
 from model.errors import ModelError
-from model.inspect import VIT_B, Expected, check_file, inspect_checkpoint, require
+from model import ModelConfig
+from model.inspect import (
+    VIT_B,
+    Expected,
+    check_file,
+    compare_geometry,
+    expected_for_encoder,
+    inspect_checkpoint,
+    require,
+)
 from pipeline.core.config import tiny
 
 runner = CliRunner()
@@ -106,3 +116,46 @@ def test_weights_check_without_as(files):
     for name in ("random", "text"):
         res = runner.invoke(cli.app, ["weights", "check", str(files[name])])
         assert res.exit_code == 2 and error_line(res).startswith(f"error: {files[name]}: not ")
+
+
+@pytest.mark.parametrize("name,family,prefix", [
+    ("vit_base_patch16_clip_224", "CLIP-style", 1),
+    ("vit_small_patch14_dinov2", "DINOv2-style", 1),
+    ("vit_small_patch14_reg4_dinov2", "DINOv2-style", 5),  # register tokens have no position rows
+    ("eva02_tiny_patch14_224", "EVA-02", 1),
+])
+def test_each_family_is_read_from_its_tensors(tmp_path, name, family, prefix):
+    path = tmp_path / f"{name}.pth"
+    timm_file(path, name)
+    info = inspect_checkpoint(path)
+    assert info.kind == "vision-encoder" and info.short() == f"a {family} vision encoder (3 input channels)"
+    geo = info.encoder
+    assert (geo.width, geo.depth, geo.family, geo.prefix_tokens) == (32, 2, family, prefix)
+    assert geo.pos_grid == ((14, 14) if "patch16" in name else (16, 16))
+    expected = expected_for_encoder(name, cfg=ModelConfig(embed_dim=32, depth=2, num_heads=2))
+    assert geo.key() == expected.key() and geo.family == expected.family
+    compare_geometry(geo, expected, path)  # fits: no error
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path):
+    full = expected_for_encoder("vit_small_patch14_reg4_dinov2")  # read from timm at full size
+    assert (full.width, full.depth, full.heads, full.patch_size, full.prefix_tokens) == (384, 12, 6, 14, 5)
+    assert expected_for_encoder("vit_base_patch16_224.audiomae_as2m", "audio").in_chans == 1
+    clip = tmp_path / "clip.pth"
+    timm_file(clip, "vit_base_patch16_clip_224")
+    with pytest.raises(ModelError) as err:
+        compare_geometry(inspect_checkpoint(clip).encoder, full, clip)
+    assert str(err.value) == (f"{clip}: this file has width 32, depth 2, 16 px patches, 1 prefix token, CLIP-style "
+                              "layout; vit_small_patch14_reg4_dinov2 needs width 384, depth 12, 14 px patches, "
+                              "5 prefix tokens, DINOv2-style layout")
+    # the same numbers in another family's layout: refused by the run's check, naming the architecture
+    run = Expected.from_model_config(ModelConfig(vision_encoder="vit_base_patch16_clip_224", embed_dim=32, depth=2,
+                                                 num_heads=2))
+    assert check_file(clip, "vision-encoder", "--vision-ckpt", run).encoder.family == "CLIP-style"
+    mae = tmp_path / "mae.pth"
+    timm_file(mae, "vit_base_patch16_224")
+    with pytest.raises(ModelError, match=r"mae\.pth: this MAE-Face encoder \(3 input channels\) has width 32, depth 2, "
+                                         r"16 px patches, ViT layout, given as --vision-ckpt; the run's model needs "
+                                         r"width 32, depth 2, 16 px patches \(vit_base_patch16_clip_224\), CLIP-style "
+                                         r"layout$"):
+        check_file(mae, "vision-encoder", "--vision-ckpt", run)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from checkpoint_files import mae_file
+from checkpoint_files import mae_file, timm_file
 from official_layout import (
     official_state_dict,
     reference_forward,
@@ -27,8 +27,9 @@ from model.checkpoint import (
     save_model_checkpoint,
     trainable_state_dict,
 )
-from pipeline.core.config import tiny
+from model.encoders import resize_pos_embed
 from model.errors import ModelError
+from pipeline.core.config import tiny
 
 
 def tiny_cfg(**kw):
@@ -191,3 +192,19 @@ def test_official_import_refuses_what_it_cannot_place(tmp_path):
     torch.save({"model": {}}, tmp_path / "mae.pth")
     with pytest.raises(ModelError, match="not a checkpoint of the authors' code"):
         load_official_checkpoint(tmp_path / "mae.pth", cfg)
+
+
+def test_timm_format_checkpoints_load_by_name(tmp_path):
+    """A timm state dict saved bare (as timm saves one) of DINOv2 with registers: no position rows for its prefix."""
+    cfg = tiny_cfg(vision_encoder="vit_small_patch14_reg4_dinov2", image_size=28, embed_dim=32, num_heads=2, depth=2)
+    sd = timm_file(tmp_path / "dino.pth", "vit_small_patch14_reg4_dinov2")  # 224 px: 16x16 grid
+    model = build_model(cfg)
+    prompt_rows = model.vision.pos_embed[:, 4:].detach().clone()
+    report = load_encoder_checkpoints(model, tmp_path / "dino.pth", None)
+    assert report["vision"]["pos_embed_grid"] == {"checkpoint": [16, 16], "model": [2, 2]}
+    enc = model.vision
+    for key in ("cls_token", "reg_token", "patch_embed.proj.weight", "blocks.1.ls2.gamma", "norm.weight"):
+        assert torch.equal(enc.state_dict()[key], sd[key]), key
+    torch.testing.assert_close(enc.pos_embed[:, :4].detach(), resize_pos_embed(sd["pos_embed"], (16, 16), (2, 2), 0))
+    assert torch.equal(enc.pos_embed[:, 4:].detach(), prompt_rows)
+    assert not enc.reg_token.requires_grad and enc.pos_embed.requires_grad

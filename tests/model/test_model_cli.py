@@ -99,3 +99,19 @@ def test_import_official_writes_a_full_state_mma_checkpoint(tmp_path):
     assert runner.invoke(app, [*args, "--force"]).exit_code == 0
     wrong = runner.invoke(app, [*args[:-1], str(tmp_path / "x.pt"), "--image-size", "64"])
     assert wrong.exit_code == 2 and "trained at image size 32" in wrong.stderr
+
+
+def test_summary_shows_each_encoder_and_the_fusion_pairing():
+    args = ["--preset", "tiny", "--set", "model.vision_encoder=vit_small_patch14_reg4_dinov2",
+            "--set", "model.image_size=28", "--set", "model.vision_depth=2"]
+    data = summary(*args)
+    assert data["fusion_pairs"] == [[0, 1], [1, 3]]  # vision block i with audio block round((i+1) * 4/2) - 1
+    assert data["encoders"]["vision"]["reg_tokens"] == 4 and data["encoders"]["vision"]["patch_size"] == [14, 14]
+    assert data["encoders"]["audio"]["mean"] == [-4.2677393] and data["config"]["vision_encoder"].endswith("dinov2")
+    text = runner.invoke(app, ["model", "summary", *args])
+    assert text.exit_code == 0, text.output
+    assert "fusion pairs (vision block, audio block): (0,1) (1,3)" in text.stdout
+    assert "vision encoder: vit_small_patch14_reg4_dinov2 (ViT): 64 wide, 2 blocks, 4 heads" in text.stdout
+    bad = runner.invoke(app, ["model", "summary", "--set", "model.vision_encoder=resnet18"])
+    assert bad.exit_code == 2 and bad.stderr.strip().splitlines()[0].startswith(
+        "error: model.vision_encoder='resnet18' is a resnet model, not a ViT mma can adapt; supported: ")

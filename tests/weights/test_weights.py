@@ -122,11 +122,10 @@ def test_a_corrupt_download_is_refused_and_not_installed(tmp_path, weights_serve
 
 
 def test_a_browser_only_source_prints_the_link_and_the_add_command(tmp_path, monkeypatch):
-    monkeypatch.delenv(url_override_var("audiomae"), raising=False)
-    res = runner.invoke(cli.app, ["--workdir", str(tmp_path), "weights", "fetch", "audiomae", "mma-dfer-dfew"])
+    monkeypatch.delenv(url_override_var("mma-dfer-dfew"), raising=False)
+    res = runner.invoke(cli.app, ["--workdir", str(tmp_path), "weights", "fetch", "mma-dfer-dfew"])
     assert res.exit_code == 0, res.output
-    assert "https://drive.google.com/file/d/1rRsmU8x7D-x4BvcPyroUJwU18eixNfKg" in res.output
-    assert "mma weights add audiomae audiomae_pretrained.pth" in res.output
+    assert "https://drive.google.com/drive/folders/1I3dvClr4oVH3h5cGmaFXmTc8aV-nYHof" in res.output
     assert "mma weights add mma-dfer-dfew mma_dfer_dfew.pth" in res.output and "DFEW licence" in res.output
     assert not (tmp_path / "weights").exists()  # nothing downloaded, nothing written
     bad = runner.invoke(cli.app, ["--workdir", str(tmp_path), "weights", "fetch", "mae-face", "nope"])
