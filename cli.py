@@ -335,7 +335,7 @@ def cache(
 @app.command()
 @delegates
 @config_options("image_size", "epochs", "batch_size", "lr", *MODEL_FLAGS[1:], "source", "precision", "compile",
-                   "workers", "seed", *ENCODER_FLAGS)
+                   "checkpointing", "drop_last", "log_every", "workers", "seed", *ENCODER_FLAGS)
 def train(
     ctx: typer.Context,
     dataset: DatasetArg = None,
@@ -348,7 +348,8 @@ def train(
     force: ForceOpt = False,
     options: Optional[ConfigOptions] = None,
 ) -> None:
-    """Train one fold (stage 2) from shards or the cache, then evaluate it."""
+    """Train one fold (stage 2) from shards or the cache, then evaluate it. Under `torchrun --nproc-per-node N`
+    it trains with DDP: --batch-size stays the global batch (split over the N ranks), the lr is unchanged."""
     from pipeline.engine.train import train_fold
 
     cfg = _config(ctx, _request(ctx, options, dataset=dataset, fold=fold, name=name))

@@ -215,7 +215,8 @@ class MMADFER(nn.Module):
         self, vision_tokens: torch.Tensor, audio_tokens: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The encoders with prompts and fusion: -> frame CLS (n, T, D) and audio CLS (n, D) (None if absent)."""
-        self._warn_if_random()
+        if not torch.compiler.is_compiling():  # a Python side effect: kept out of compiled graphs
+            self._warn_if_random()
         cfg = self.config
         n = audio_tokens.shape[0] if self.audio is not None else vision_tokens.shape[0]
         v = a = None

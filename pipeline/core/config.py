@@ -144,10 +144,23 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 1
     precision: str = "auto"  # "auto" (see `resolve_precision`) | "bf16" | "fp32"
-    compile: bool = False
+    compile: bool = False  # torch.compile the training module (one graph per batch shape: see drop_last)
     source: str = "shards"  # "shards" | "cache"
     deterministic: bool = False
     eval_two_clip: bool = True
+    # Drop each epoch's last partial (global) batch; always on under torchrun, so every rank takes the
+    # same steps. Off, a compiled step pads the partial batch instead (ignored rows), keeping one shape.
+    drop_last: bool = False
+    checkpointing: bool = False  # recompute encoder-block activations in backward (memory for large batches)
+    log_every: int = 50  # steps between the host reading the running loss (the only per-step sync); 0: never
+
+    def per_rank_batch(self, world_size: int) -> int:
+        """Clips per step on each of `world_size` ranks: batch_size is the global batch (what one
+        optimisation step sees), split evenly; ConfigError when it does not divide."""
+        if world_size < 1 or self.batch_size % world_size:
+            raise ConfigError(f"train.batch_size={self.batch_size} is the global batch and must be divisible by "
+                              f"the {world_size} ranks (torchrun --nproc-per-node x nodes)")
+        return self.batch_size // world_size
 
     def validate(self) -> "TrainConfig":
         """ConfigError naming the field when a value is outside what the trainer supports."""
@@ -158,6 +171,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be at least 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be positive")
+        if self.log_every < 0:
+            raise ConfigError(f"train.log_every={self.log_every} must be 0 (never) or a number of steps")
         return self
 
 
@@ -296,7 +311,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 # Fields that earlier versions wrote into config.json and checkpoints and that no longer exist
 # (they never changed a result): skipped when read back, so old runs still load.
-RETIRED_KEYS = frozenset({"model.vision_ckpt_grid", "train.log_every"})
+RETIRED_KEYS = frozenset({"model.vision_ckpt_grid"})
 # Keys merged into another field: saved configs drop them (`upgrade_saved_config`: they always held
 # the same value as the field they merged into), user input is told where the value lives now.
 MERGED_KEYS = {"data.num_frames": "model.num_frames"}

@@ -1,12 +1,14 @@
-"""What the training and evaluation loops share: the loader for a split, moving a batch to the
-device, the forward function for the source (shards or cache), and the autocast rule."""
+"""What the training and evaluation loops share: the loader for a split (and the pool that keeps one
+per split for a whole run, so persistent workers start once), moving a batch to the device, the
+forward function for the source (shards or cache), and the autocast rule."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils.data import DataLoader
 
 from pipeline.core.config import SOURCES, RunConfig, check_choice, resolve_precision
 from pipeline.core.paths import Workspace
@@ -15,16 +17,43 @@ from pipeline.store.stream import build_loader
 
 
 def make_loader(cfg: RunConfig, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0, num_views: int = 1,
-                rank: int = 0, world_size: int = 1) -> Iterable[Any]:
-    """The streaming (shards) or cached loader for `split`, as cfg.train.source says."""
+                rank: int = 0, world_size: int = 1, batch_size: int | None = None,
+                drop_last: bool = False) -> DataLoader:
+    """The streaming (shards) or cached loader for `split`, as cfg.train.source says; `batch_size` is
+    per rank (default cfg.train.batch_size), `drop_last` drops training's last partial global batch."""
     source = cfg.train.source
     check_choice("train.source", source, SOURCES)
-    if source == "shards":
-        return build_loader(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
-                            world_size=world_size)
+    build = build_loader if source == "shards" else build_cached_loader
+    return build(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank, world_size=world_size,
+                 batch_size=batch_size, drop_last=drop_last)
 
-    return build_cached_loader(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
-                               world_size=world_size)
+
+class LoaderPool:
+    """One loader per (split, view, number of views) for the life of a run: each is built on first use
+    and re-iterated after `set_epoch`, so its persistent workers start once, not once per epoch."""
+
+    def __init__(self, cfg: RunConfig, ws: Workspace, *, rank: int = 0, world_size: int = 1,
+                 batch_size: int | None = None, drop_last: bool = False) -> None:
+        self.cfg, self.ws = cfg, ws
+        self.rank, self.world_size = rank, world_size
+        self.batch_size = cfg.train.batch_size if batch_size is None else int(batch_size)
+        self.drop_last = drop_last
+        self._loaders: dict[tuple[str, int, int], DataLoader] = {}
+
+    def get(self, split: str, *, epoch: int = 0, view: int = 0, num_views: int = 1) -> DataLoader:
+        """The loader of `split` (view `view` of `num_views` for the test split) set to `epoch`."""
+        key = (split, view, num_views)
+        if key not in self._loaders:
+            self._loaders[key] = make_loader(self.cfg, self.ws, split, epoch=epoch, view=view, num_views=num_views,
+                                             rank=self.rank, world_size=self.world_size, batch_size=self.batch_size,
+                                             drop_last=self.drop_last)
+        loader = self._loaders[key]
+        loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        return loader
+
+    def close(self) -> None:
+        """Drop the loaders (their workers exit)."""
+        self._loaders.clear()
 
 
 def prepare_batch(batch: Sequence[Any], source: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor,

@@ -36,10 +36,10 @@ from pipeline.core.seeded_model import build_seeded_model
 from pipeline.data.datasets import apply_label_set
 from pipeline.data.manifest import label_set
 from pipeline.engine.batches import (
+    LoaderPool,
     autocast,
     autocast_dtype,
     forward_fn,
-    make_loader,
     prepare_batch,
 )
 from pipeline.engine.distributed import (
@@ -147,15 +147,19 @@ def check_complete(evaluated: set[str], expected: list[str], cfg: RunConfig, ws:
 
 def evaluate_model(model: torch.nn.Module, cfg: RunConfig, ws: Workspace, *, info: DistInfo | None = None,
                    device: torch.device | None = None, two_clip: bool = True,
-                   allow_partial: bool = False) -> dict[str, Any]:
+                   allow_partial: bool = False, loaders: LoaderPool | None = None) -> dict[str, Any]:
     """1-clip (and 2-clip) metrics of `model` on fold cfg.fold's test clips.
 
     Returns uar, war, per_class_recall, confusion, the same with a `_2clip` suffix (None when
     two_clip is off), clips (count), clips_expected / clips_evaluated / clips_missing / partial,
     and predictions (list of per-clip dicts, sorted by clip id). A test clip that could not be
-    read is an IncompleteResultError naming it, unless `allow_partial`.
+    read is an IncompleteResultError naming it, unless `allow_partial`. `loaders` (the trainer's pool)
+    reuses the test loaders across calls.
     """
     info = info or DistInfo(0, 1, 0, device or pick_device())
+    if loaders is None:
+        loaders = LoaderPool(cfg, ws, rank=info.rank, world_size=info.world_size,
+                             batch_size=max(1, cfg.train.batch_size // info.world_size))
     device = device or info.device
     source = cfg.train.source
     amp = autocast_dtype(cfg.train.precision, device, cfg.data.compat)
@@ -165,8 +169,7 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, ws: Workspace, *, inf
     start = time.perf_counter()
     try:
         def run(view: int, num_views: int) -> dict[str, tuple[int, np.ndarray]]:
-            loader = make_loader(cfg, ws, "test", view=view, num_views=num_views, rank=info.rank,
-                                 world_size=info.world_size)
+            loader = loaders.get("test", view=view, num_views=num_views)
             return _gather_unique(_predict(model, loader, source, device, amp), info)
 
         one = run(0, 1)

@@ -1,5 +1,6 @@
 """`mma model summary`: the resolved config's network, counted — parameters per component (trainable and
-frozen), the token layout and the prompt schedule (`model.summary`), sized for the dataset's label set."""
+frozen), the token layout and the prompt schedule (`model.summary`), and the FLOPs of one clip's forward
+and training step (`pipeline.engine.flops`), sized for the dataset's label set."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from pipeline.core.results import StageResult
 from pipeline.core.stage_config import ConfigRequest, stage_dataset
 from pipeline.data.datasets import apply_label_set
 from pipeline.data.manifest import label_set
+from pipeline.engine.flops import count_flops
 
 
 @dataclass(frozen=True)
 class ModelSummary(StageResult):
-    """`summary` is `model.summary.summarize_config`'s dict (what `--json` prints)."""
+    """`summary` is `model.summary.summarize_config`'s dict plus `flops_forward_per_clip` and
+    `flops_train_per_clip` (what `--json` prints)."""
 
     summary: dict[str, Any]
 
@@ -27,13 +30,16 @@ class ModelSummary(StageResult):
         return dict(self.summary)
 
     def text(self) -> str:
-        return format_summary(self.summary)
+        s = self.summary
+        return "\n".join([format_summary(s),
+                          f"FLOPs per clip: forward {s['flops_forward_per_clip'] / 1e9:.1f} GFLOP, "
+                          f"training step (forward + backward) {s['flops_train_per_clip'] / 1e9:.1f} GFLOP"])
 
 
 def summarize_run(cfg: RunConfig, dataset: str, ws: Workspace | None = None) -> ModelSummary:
     """The summary of `cfg`'s network with the classifier sized for `dataset`'s label set."""
     apply_label_set(cfg, label_set(dataset, ws))
-    return ModelSummary(summarize_config(cfg.model))
+    return ModelSummary({**summarize_config(cfg.model), **count_flops(cfg.model)})
 
 
 def summary_dataset(request: ConfigRequest, project: ProjectFile, ws: Workspace) -> str:

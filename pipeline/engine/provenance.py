@@ -28,7 +28,8 @@ from pipeline.weights.resolve import encoder_identities
 log = logging.getLogger(__name__)
 
 # Config fields that say where or how fast a run ran, not what it computed.
-RUN_ONLY_FIELDS = ("fold", "name", "vision_ckpt", "audio_ckpt", "data.num_workers", "train.compile")
+RUN_ONLY_FIELDS = ("fold", "name", "vision_ckpt", "audio_ckpt", "data.num_workers", "train.compile",
+                   "train.checkpointing", "train.log_every")
 # Fields that must agree for folds to be averaged: what data went in, and what model/recipe made the number.
 DATA_FIELDS = ("manifest_sha256", "prep_config_hash", "shard_index_sha256")
 MODEL_FIELDS = ("encoders", "config_sha256", "source", "cache_views", "cache_provenance_sha256", "precision")

@@ -11,9 +11,13 @@ after every epoch), curves.png, and at the end predictions.csv, confusion.csv/.p
 result.json. `resume=True` continues from last.pt and reaches the same final metrics as an
 uninterrupted run; a finished run directory is never overwritten without `force`.
 
-Under torchrun each rank trains on its own share of the shards (DDP over the trainable
-parameters, uneven shares handled by DDP's Join), evaluation gathers every test clip once,
-and only rank 0 writes.
+Under torchrun `train.batch_size` stays the global batch: each of the N ranks takes batch_size / N
+clips of every step (consecutive batches of the epoch's permutation: `pipeline.store.stream`), DDP
+averages the gradients, the learning rate is the config's, and the last partial global batch is
+dropped so every rank takes the same steps (a skipped corrupt clip is absorbed by DDP's Join). One
+process with the same global batch and `train.drop_last` computes the same losses. Evaluation
+gathers every test clip once, and only rank 0 writes. The optimisation step and its loop live in
+`pipeline.engine.step`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import model as mdl
 from model.checkpoint import load_model_checkpoint, save_model_checkpoint
@@ -55,7 +58,7 @@ from pipeline.core.progress import progress_bar
 from pipeline.core.seeded_model import build_seeded_model
 from pipeline.data.datasets import apply_label_set
 from pipeline.data.manifest import label_set
-from pipeline.engine.batches import autocast, autocast_dtype, make_loader, prepare_batch
+from pipeline.engine.batches import LoaderPool, autocast_dtype
 from pipeline.engine.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -71,6 +74,7 @@ from pipeline.engine.evaluate import (
     write_eval_outputs,
 )
 from pipeline.engine.provenance import run_provenance
+from pipeline.engine.step import StepLoop, TrainModule, build_optimizer, configure_math, training_module
 from pipeline.store.cache import check_cache_matches
 from pipeline.weights.resolve import resolve_encoder_checkpoints
 
@@ -80,20 +84,9 @@ log = logging.getLogger(__name__)
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "curves.png", "predictions.csv", "confusion.csv",
              "confusion_2clip.csv", "confusion.png", "result.json")
 # Config fields that may differ between an interrupted run and its resumption.
-RUNTIME_ONLY = {"data.num_workers", "train.compile", "name"}
+RUNTIME_ONLY = {"data.num_workers", "train.compile", "train.checkpointing", "train.log_every", "name"}
 
 EpochHook = Callable[[int, dict[str, Any]], None]
-
-
-class EmbeddedForward(torch.nn.Module):
-    """Makes `forward_embedded` the forward of a module, so DDP / torch.compile can wrap it."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, vision_tokens: torch.Tensor, audio_tokens: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_embedded(vision_tokens, audio_tokens)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -164,13 +157,6 @@ def config_differences(saved: RunConfig, current: RunConfig, ignore: tuple[str, 
             if k not in RUNTIME_ONLY and k not in ignore and a.get(k) != b.get(k)]
 
 
-def _loader_len(loader: Any) -> int | None:
-    try:
-        return len(loader.dataset)  # type: ignore[arg-type]
-    except (TypeError, AttributeError):
-        return None
-
-
 # --------------------------------------------------------------------------- run directory state
 
 
@@ -220,6 +206,8 @@ def train_fold(cfg: RunConfig, ws: Workspace, *, run_dir: str | Path | None = No
     cfg = copy.deepcopy(cfg)
     cfg = resolve_encoder_checkpoints(cfg, ws)  # encoder files checked (or found by name) before any work
     info = init_distributed()
+    if info.distributed:  # every rank takes the same steps (DDP's collectives pair up step by step)
+        cfg.train.drop_last = True
     if not info.is_main:  # rank 0 alone logs progress; the others speak up only for problems
         logging.getLogger().setLevel(logging.WARNING)
     try:
@@ -234,6 +222,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
     classes = label_set(cfg.dataset, ws)
     apply_label_set(cfg, classes)
     resolve_run(cfg.validate(), info.device.type)  # config.json records the concrete data choices and precision
+    batch = cfg.train.per_rank_batch(info.world_size)
     run_dir = run_dir or ws.run_dir(cfg.dataset, cfg.name, cfg.fold, cfg.train.seed)
     state = _prepare_run_dir(run_dir, cfg, info, resume, force)
     if state == "finished":
@@ -241,23 +230,28 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
         return FoldResult.from_record(json.loads((run_dir / "result.json").read_text()), run_dir)
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    tf32 = configure_math(info.device)
     net, encoders = _build_network(cfg, ws, info.device)
     opt, sched = build_optimizer(net, cfg)
     params = [p for g in opt.param_groups for p in g["params"]]
-    log.info("training %s fold %d: %d trainable tensors, %.2fM trainable parameters, %s, %d epoch(s) -> %s",
-             cfg.dataset, cfg.fold, len(params), sum(p.numel() for p in params) / 1e6, info.device,
-             cfg.train.epochs, run_dir)
+    log.info("training %s fold %d: %d trainable tensors, %.2fM trainable parameters, %s (%s%s%s), "
+             "batch %d%s, %d epoch(s) -> %s", cfg.dataset, cfg.fold, len(params),
+             sum(p.numel() for p in params) / 1e6, info.device, cfg.train.precision, ", TF32" if tf32 else "",
+             ", compiled" if cfg.train.compile else "", cfg.train.batch_size,
+             f" ({batch} on each of {info.world_size} ranks)" if info.distributed else "", cfg.train.epochs, run_dir)
     start_epoch = _resume_state(run_dir, net, opt, sched, info, cfg.train.epochs) if state == "resume" else 0
-    train_net = _training_module(net, cfg, info)
+    train_net = training_module(net, cfg, info)
     amp = autocast_dtype(cfg.train.precision, info.device, cfg.data.compat)
+    loaders = LoaderPool(cfg, ws, rank=info.rank, world_size=info.world_size, batch_size=batch,
+                         drop_last=cfg.train.drop_last)
 
     final: dict[str, Any] | None = None
     for epoch in range(start_epoch, cfg.train.epochs):
         last = epoch == cfg.train.epochs - 1
-        record = _train_epoch(train_net, net, opt, cfg, ws, info, epoch, amp)
+        record = _train_epoch(train_net, net, opt, cfg, ws, info, epoch, amp, loaders)
         sched.step()
         ev = evaluate_model(net, cfg, ws, info=info, two_clip=last and cfg.train.eval_two_clip,
-                            allow_partial=allow_partial)
+                            allow_partial=allow_partial, loaders=loaders)
         record.update(test_uar=ev["uar"], test_war=ev["war"], test_clips=ev["clips"], eval_seconds=ev["seconds"])
         if last:
             final = ev
@@ -270,7 +264,8 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
 
     if final is None:  # resumed after the last epoch's checkpoint: evaluate the final weights
         final = evaluate_model(net, cfg, ws, info=info, two_clip=cfg.train.eval_two_clip,
-                               allow_partial=allow_partial)
+                               allow_partial=allow_partial, loaders=loaders)
+    loaders.close()
     result = _finish(run_dir, cfg, final, classes, info, net, ws)
     barrier(info)
     return FoldResult.from_record(result, run_dir)
@@ -322,20 +317,6 @@ def _resume_state(run_dir: Path, net: torch.nn.Module, opt: torch.optim.Optimize
     return start_epoch
 
 
-def _training_module(net: torch.nn.Module, cfg: RunConfig, info: DistInfo) -> torch.nn.Module:
-    """What the optimisation step calls: the cached-input forward when training from the cache, under DDP
-    when distributed, compiled when asked."""
-    train_net: torch.nn.Module = EmbeddedForward(net) if cfg.train.source == "cache" else net
-    if info.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        device = info.device
-        train_net = DDP(train_net, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        train_net = torch.compile(train_net)
-    return train_net
-
-
 def _save_epoch(run_dir: Path, cfg: RunConfig, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
                 encoders: dict[str, Any], rngs: list[Any], epoch: int, record: dict[str, Any], ev: dict[str, Any],
                 classes: list[str]) -> None:
@@ -377,69 +358,44 @@ def _jsonl_line(record: dict[str, Any]) -> str:
     return json.dumps(record) + "\n"
 
 
-def train_step(train_net: torch.nn.Module, opt: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
-               labels: torch.Tensor, device: torch.device, amp: torch.dtype | None) -> tuple[torch.Tensor,
-                                                                                          torch.Tensor]:
-    """One optimisation step (autocast forward, fp32 cross-entropy, backward, AdamW); returns (loss, logits)."""
-    with autocast(device, amp):
-        logits = train_net(x1, x2)
-    loss = F.cross_entropy(logits.float(), labels)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach(), logits.detach()
-
-
-def build_optimizer(net: torch.nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over the trainable parameters only (weight decay on all of them) + per-epoch cosine to 0."""
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.betas),
-                            weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs, eta_min=0.0)
-    return opt, sched
-
-
-def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
-                 ws: Workspace, info: DistInfo, epoch: int, amp: torch.dtype | None) -> dict[str, Any]:
-    """One pass over this rank's training shards; returns the epoch's metrics record (all ranks summed)."""
+def _train_epoch(train_net: TrainModule, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
+                 ws: Workspace, info: DistInfo, epoch: int, amp: torch.dtype | None,
+                 loaders: LoaderPool) -> dict[str, Any]:
+    """One pass over this rank's share of the training split; returns the epoch's metrics record (all ranks summed)."""
     device = info.device
-    source = cfg.train.source
-    loader = make_loader(cfg, ws, "train", epoch=epoch, rank=info.rank, world_size=info.world_size)
-    total = _loader_len(loader)  # clips in the split over all ranks
+    loader = loaders.get("train", epoch=epoch)
+    dataset: Any = loader.dataset
+    total, planned = len(dataset), dataset.epoch_clips()  # clips in the split / read this epoch, all ranks
     lr = opt.param_groups[0]["lr"]
     net.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    # Running sums stay on the device: no host sync per step (one at the end of the epoch).
-    loss_sum_t = torch.zeros((), dtype=torch.float64, device=device)
-    correct_t = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
-    start = time.perf_counter()
-    join: Any = None
-    if info.distributed:
+    join: Any = contextlib.nullcontext()
+    if train_net.ddp is not None:
         from torch.distributed.algorithms.join import Join
 
-        join = Join([train_net])
-    progress = progress_bar(f"epoch {epoch + 1}/{cfg.train.epochs}", total or 0, unit="clips")
+        join = Join([train_net.ddp])
+    title = f"epoch {epoch + 1}/{cfg.train.epochs}"
+    progress = progress_bar(title, planned, unit="clips")
     if not info.is_main:
         progress.disable = True
-    with progress, (join if join is not None else contextlib.nullcontext()):
-        task = progress.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}",
-                                 total=(total // info.world_size if total else None))
-        for batch in loader:
-            x1, x2, labels, _ = prepare_batch(batch, source, device)
-            loss, logits = train_step(train_net, opt, x1, x2, labels, device, amp)
-            n = labels.numel()
-            loss_sum_t += loss.double() * n
-            correct_t += (logits.argmax(dim=1) == labels).sum()
-            count += n
-            progress.advance(task, n)
-    loss_sum, correct = float(loss_sum_t), int(correct_t)
+    start = time.perf_counter()
+    with progress, join:
+        task = progress.add_task(title, total=planned // info.world_size)
+
+        def show(step: int, loss: float, acc: float) -> None:
+            progress.update(task, description=f"{title} loss {loss:.4f} acc {acc:.1f}%")
+            log.debug("epoch %d step %d: running loss %.4f, accuracy %.1f%%", epoch + 1, step, loss, acc)
+
+        loop = StepLoop(train_net.module, opt, device=device, amp=amp, source=cfg.train.source,
+                        pad_to=loaders.batch_size if train_net.compiled else None, log_every=cfg.train.log_every,
+                        on_log=show)
+        totals = loop.run(loader, advance=lambda n: progress.advance(task, n))
     seconds = time.perf_counter() - start
-    loss_sum, correct, count = all_reduce_sum([loss_sum, float(correct), float(count)], info)
+    loss_sum, correct, count = all_reduce_sum([totals.loss_sum, float(totals.correct), float(totals.count)], info)
     if count == 0:
         raise MMAError(f"fold {cfg.fold} of {cfg.dataset}: the training split yielded no clips")
-    skipped = max(0, int(total) - int(count)) if total else 0
+    skipped = max(0, int(planned) - int(count))
     if skipped:
         log.warning("epoch %d: %d training sample(s) skipped as unreadable (see %s)", epoch + 1, skipped,
                     ws.shards_dir(cfg.dataset) / "read_errors.jsonl")
@@ -450,11 +406,10 @@ def _train_epoch(train_net: torch.nn.Module, net: torch.nn.Module, opt: torch.op
         "lr": lr,
         "train_acc": 100.0 * correct / count,
         "train_clips": int(count),
+        "train_clips_dropped": int(total - planned),
         "train_samples_skipped": skipped,
         "clips_per_s": count / seconds if seconds > 0 else None,
         "seconds": seconds,
         "peak_mem_mb": peak,
         "world_size": info.world_size,
     }
-
-

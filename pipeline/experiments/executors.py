@@ -1,5 +1,6 @@
-"""Where sweep jobs run: submitit's SLURM executor (one job array per submission) and its local
-executor (one job at a time per GPU, or one on CPU, waited for with a progress bar)."""
+"""Where sweep jobs run: submitit's SLURM executor (one job array per submission; a job of more than one
+GPU trains under torchrun, `pipeline.experiments.jobs`) and its local executor (one job at a time per
+GPU, or one on CPU, waited for with a progress bar)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def submit_slurm(jobs: list[Job], ws: Workspace, directory: Path, state: dict[st
     folder = directory / "logs" / "%j"
     ex = slurm_executor(folder, params, name=f"mma-{directory.name}")
     with ex.batch():
-        handles = [ex.submit(TrainJob(), **job_kwargs(j, ws, force=force)) for j in jobs]
+        handles = [ex.submit(TrainJob(), **job_kwargs(j, ws, force=force, gpus=params["gpus"])) for j in jobs]
     for job, handle in zip(jobs, handles):
         entry = entry_for(job, "slurm")
         entry.update(state="submitted", job_id=str(handle.job_id), folder=str(folder),

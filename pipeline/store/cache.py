@@ -42,7 +42,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from model.families import encoder_geometry, encoder_norm
 from pipeline.core.config import RunConfig, saved_run_config, to_dict
@@ -57,7 +57,7 @@ from pipeline.core.seeded_model import build_seeded_model
 from pipeline.prep.cluster import ClusterSpec, map_tasks, open_client
 from pipeline.store.sampling import ClipSampler, clip_rng
 from pipeline.store.shard import read_index, sample_key
-from pipeline.store.stream import iter_clips, loader_kwargs, reader_slot
+from pipeline.store.stream import EpochDataset, epoch_clips, iter_clips, loader_kwargs, reader_slot, step_share
 from pipeline.weights.resolve import RANDOM_INIT, describe_identity, encoder_identities, resolve_encoder_checkpoints
 
 log = logging.getLogger(__name__)
@@ -541,40 +541,60 @@ def _stack(parts: list[np.ndarray], shared: bool) -> torch.Tensor:
     return out
 
 
-class CachedStream(IterableDataset):
-    """Batches of cached tokens for one split of one fold; rows split over (rank, worker) slots."""
+class CachedStream(EpochDataset):
+    """Batches of cached tokens for one split of one fold.
 
-    def __init__(self, path: Path, rows: np.ndarray, ids: list[str], labels: np.ndarray, views: np.ndarray,
-                 audio_views: int, *, batch_size: int, shuffle_seed: int | None, rank: int = 0,
-                 world_size: int = 1) -> None:
-        super().__init__()
+    Training (`train_views` K > 0): each epoch draws one of the K views per clip and permutes the rows,
+    both seeded from (seed, epoch); the steps take consecutive batches of the permutation as the
+    shards' permutation order does (`pipeline.store.stream.step_share`), `drop_last` leaving out the
+    last partial global batch. Test: rows in store order, view `views`, dealt out batch by batch.
+    The epoch is shared with persistent workers (`set_epoch`).
+    """
+
+    def __init__(self, path: Path, rows: np.ndarray, ids: list[str], labels: np.ndarray, views: np.ndarray | None,
+                 audio_views: int, *, batch_size: int, seed: int, epoch: int = 0, train_views: int = 0,
+                 store_rows: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
+        super().__init__(epoch)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         self.path = path
         self.rows, self.ids, self.labels, self.views = rows, ids, labels, views
         self.audio_views = audio_views
         self.batch_size = batch_size
-        self.shuffle_seed = shuffle_seed
+        self.seed, self.train_views, self.store_rows = int(seed), int(train_views), int(store_rows)
         self.rank, self.world_size = rank, world_size
+        self.drop_last = bool(drop_last) and self.train_views > 0
 
     def __len__(self) -> int:
         """Clips in the split over all ranks."""
         return len(self.rows)
 
+    def epoch_clips(self) -> int:
+        """Clips an epoch yields over all ranks (less the dropped last partial global batch)."""
+        return epoch_clips(len(self), self.batch_size, self.world_size, self.drop_last)
+
+    def epoch_plan(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row order, view of each row) of the current epoch: training draws both from (seed, epoch)."""
+        if self.train_views <= 0:
+            return np.arange(len(self.rows)), self.views  # type: ignore[return-value]
+        epoch = self.epoch
+        views = np.random.default_rng([self.seed, epoch, 7]).integers(0, self.train_views, size=self.store_rows)
+        shuffle_seed = int(np.random.default_rng([self.seed, epoch, 11]).integers(1 << 62))
+        return np.random.default_rng(shuffle_seed).permutation(len(self.rows)), views[self.rows]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]]:
 
-        slot, slots, _ = reader_slot(self.rank, self.world_size)
+        slot, slots, workers = reader_slot(self.rank, self.world_size)
         in_worker = torch.utils.data.get_worker_info() is not None  # batches cross a process: shared memory
-        order = np.arange(len(self.rows))
-        if self.shuffle_seed is not None:
-            order = np.random.default_rng(self.shuffle_seed).permutation(order)
-        mine = order[slot::slots]
+        order, row_views = self.epoch_plan()
+        mine = order[step_share(len(order), batch_size=self.batch_size, rank=self.rank, world_size=self.world_size,
+                                worker=slot % workers, workers=workers, drop_last=self.drop_last)]
         root = _open_store(self.path)
         vision = root["vision"] if "vision" in root else None
         audio = root["audio"] if "audio" in root else None
 
         def read(i: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-            row, view = int(self.rows[i]), int(self.views[i])
+            row, view = int(self.rows[i]), int(row_views[i])
             return (vision[row, view] if vision is not None else None,
                     audio[row, 0 if self.audio_views == 1 else view] if audio is not None else None)
 
@@ -591,8 +611,10 @@ class CachedStream(IterableDataset):
 
 
 def build_cached_dataset(cfg: RunConfig, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0,
-                         num_views: int = 1, rank: int = 0, world_size: int = 1) -> CachedStream:
-    """The CachedStream of `split` for cfg.dataset / cfg.fold (train: one of the K views per clip per epoch)."""
+                         num_views: int = 1, rank: int = 0, world_size: int = 1, batch_size: int | None = None,
+                         drop_last: bool = False) -> CachedStream:
+    """The CachedStream of `split` for cfg.dataset / cfg.fold (train: one of the K views per clip per epoch);
+    `batch_size` (default cfg.train.batch_size) is per rank, `drop_last` applies to training."""
     if split not in ("train", "test"):
         raise MMAError(f"split {split!r} is not one of train, test")
     path = ws.cache_path(cfg.dataset)
@@ -615,27 +637,29 @@ def build_cached_dataset(cfg: RunConfig, ws: Workspace, split: str, *, epoch: in
         raise MMAError(f"{path}: no {split} clips for fold {cfg.fold}")
     ids = [str(x) for x in root["clip_id"][:][rows]]
     labels = root["label"][:][rows].astype(np.int64)
+    views: np.ndarray | None = None
+    train_views = 0
     if split == "train":
-        k = int(layout["train_views"])
-        views = np.random.default_rng([cfg.train.seed, epoch, 7]).integers(0, k, size=int(valid.size))[rows]
-        shuffle_seed: int | None = int(np.random.default_rng([cfg.train.seed, epoch, 11]).integers(1 << 62))
+        train_views = int(layout["train_views"])
     else:
         key = str(num_views)
         if key not in layout["test_views"] or not 0 <= view < num_views:
             raise MMAError(f"{path}: the cache holds 1- and 2-clip test views, not view {view} of {num_views}")
         views = np.full(len(rows), layout["test_views"][key][view], dtype=np.int64)
-        shuffle_seed = None
-    return CachedStream(path, rows, ids, labels, views, int(layout["audio_views"]), batch_size=cfg.train.batch_size,
-                        shuffle_seed=shuffle_seed, rank=rank, world_size=world_size)
+    return CachedStream(path, rows, ids, labels, views, int(layout["audio_views"]),
+                        batch_size=cfg.train.batch_size if batch_size is None else batch_size, seed=cfg.train.seed,
+                        epoch=epoch, train_views=train_views, store_rows=int(valid.size), rank=rank,
+                        world_size=world_size, drop_last=drop_last)
 
 
 def build_cached_loader(cfg: RunConfig, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0,
                         num_views: int = 1, rank: int = 0, world_size: int = 1,
-                        num_workers: int | None = None) -> DataLoader:
+                        num_workers: int | None = None, batch_size: int | None = None,
+                        drop_last: bool = False) -> DataLoader:
     """DataLoader of (vision_tokens (n,T,Nv,D), audio_tokens (n,Na,D), label (n,), clip_id list) batches."""
 
     dataset = build_cached_dataset(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
-                                   world_size=world_size)
+                                   world_size=world_size, batch_size=batch_size, drop_last=drop_last)
     workers = cfg.data.num_workers if num_workers is None else int(num_workers)
     return DataLoader(dataset, batch_size=None, **loader_kwargs(workers))
 

@@ -11,7 +11,11 @@ but far from uniform: `bench/shuffle.py`). "test" reads fold cfg.fold's shards i
 deterministic, view `view` of `num_views`.
 
 Splitting: every (rank, DataLoader worker) pair is one of world_size x num_workers "slots".
-Under the permutation, slot s reads positions s, s + slots, ... of the epoch's permutation.
+Under the permutation, training steps take consecutive batches of it (`step_share`): global step i
+is positions [i G, (i + 1) G) with G = batch_size x world_size, rank r reads the r-th batch_size of
+them, through DataLoader worker i mod num_workers (the DataLoader takes its workers' batches in
+turn), so what a step sees depends on the seed and the epoch only, not on the number of workers or
+ranks. `drop_last` leaves out the last partial global batch (every rank then takes the same steps).
 Streaming (test, and "buffer" training): with at least as many shards as slots, shards are dealt out (rank first, like
 webdataset's split_by_node / split_by_worker, with rank and world size passed explicitly so a
 test can simulate DDP); with fewer shards, every slot reads the shards and keeps the samples
@@ -21,7 +25,8 @@ is the split: evaluation visits every test clip exactly once, without padding.
 A truncated or corrupt shard is reported (file, byte offset reached, samples lost) and the read
 goes on with the next shard; an undecodable sample is skipped. Both are counted
 (`dataset.report.skipped`), logged as warnings and appended to `<shards>/read_errors.jsonl`.
-JPEG decoding and augmentation run in the DataLoader workers.
+JPEG decoding and augmentation run in the DataLoader workers. The epoch lives in shared memory
+(`set_epoch`), so one DataLoader with persistent workers serves every epoch of a run.
 """
 
 from __future__ import annotations
@@ -113,6 +118,44 @@ class _SampleError(Exception):
         self.shard, self.key, self.error = shard, key, error
 
 
+def step_share(count: int, *, batch_size: int, rank: int, world_size: int, worker: int, workers: int,
+               drop_last: bool) -> list[int]:
+    """The positions of an epoch's `count` ordered items one (rank, worker) reader takes, in order:
+    global step i is positions [i G, (i + 1) G) (G = batch_size x world_size), rank r takes the r-th
+    batch_size of it and worker i mod workers of that rank reads it; with `drop_last` the last
+    partial global step is left out."""
+    g = batch_size * world_size
+    end = count - count % g if drop_last else count
+    out: list[int] = []
+    for step, start in enumerate(range(0, end, g)):
+        if step % workers == worker:
+            lo = start + rank * batch_size
+            out.extend(range(lo, min(lo + batch_size, end)))
+    return out
+
+
+def epoch_clips(count: int, batch_size: int, world_size: int, drop_last: bool) -> int:
+    """How many of an epoch's `count` items the training steps of all ranks read (`step_share`)."""
+    return count - count % (batch_size * world_size) if drop_last else count
+
+
+class EpochDataset(IterableDataset):
+    """An iterable dataset whose epoch is a shared-memory integer: `set_epoch` in the main process,
+    read by every DataLoader worker, persistent ones included (the shards' and the cache's readers)."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        super().__init__()
+        self._epoch = torch.tensor([int(epoch)], dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration reads (order, augmentation or cached views)."""
+        self._epoch[0] = int(epoch)
+
+
 def reader_slot(rank: int, world_size: int) -> tuple[int, int, int]:
     """(this reader's slot, number of slots, DataLoader workers per rank) for rank/world_size.
 
@@ -123,21 +166,22 @@ def reader_slot(rank: int, world_size: int) -> tuple[int, int, int]:
     return rank * workers + worker, world_size * workers, workers
 
 
-class ShardStream(IterableDataset):
+class ShardStream(EpochDataset):
     """One split of one fold, read from shards (see module docstring for splitting and shuffling)."""
 
     def __init__(self, shards_dir: Path, entries: list[dict[str, Any]], sampler: ClipSampler, *, train: bool,
                  seed: int = 1, epoch: int = 0, view: int = 0, num_views: int = 1, rank: int = 0,
                  world_size: int = 1, shuffle_buffer: int = 256, shuffle: str = "permutation",
-                 ledger: Path | None = None) -> None:
-        super().__init__()
+                 ledger: Path | None = None, batch_size: int = 1, drop_last: bool = False) -> None:
+        super().__init__(epoch)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         self.shards_dir = Path(shards_dir)
         self.entries = entries
         self.sampler = sampler
         self.train = train
-        self.seed, self.epoch = int(seed), int(epoch)
+        self.seed = int(seed)
+        self.batch_size, self.drop_last = int(batch_size), bool(drop_last)
         self.view, self.num_views = view, num_views
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer = shuffle_buffer
@@ -152,6 +196,13 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         """Clips in the split over all ranks (a rank yields about len / world_size)."""
         return len(self.position)
+
+    def epoch_clips(self) -> int:
+        """Clips an epoch yields over all ranks: the split, less the dropped last partial global batch
+        (`drop_last`, permutation order; the streaming order never drops)."""
+        if self.train and self.shuffle == "permutation":
+            return epoch_clips(len(self), self.batch_size, self.world_size, self.drop_last)
+        return len(self)
 
     # ------------------------------------------------------------------ stages
 
@@ -281,7 +332,10 @@ class ShardStream(IterableDataset):
 
         slot, slots, workers = reader_slot(self.rank, self.world_size)
         if self.train and self.shuffle == "permutation":
-            mine_items = self.permutation()[slot::slots]
+            order = self.permutation()
+            mine_items = [order[i] for i in step_share(len(order), batch_size=self.batch_size, rank=self.rank,
+                                                       world_size=self.world_size, worker=slot % workers,
+                                                       workers=workers, drop_last=self.drop_last)]
             yield from wds.DataPipeline(lambda: self._read_permuted(mine_items),
                                         wds.map(self._decode, handler=self._decode_handler))
             return
@@ -302,8 +356,10 @@ class ShardStream(IterableDataset):
 
 
 def build_dataset(cfg: Any, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0, num_views: int = 1,
-                  rank: int = 0, world_size: int = 1) -> ShardStream:
-    """The ShardStream of `split` for cfg.dataset / cfg.fold (no DataLoader around it)."""
+                  rank: int = 0, world_size: int = 1, batch_size: int | None = None,
+                  drop_last: bool = False) -> ShardStream:
+    """The ShardStream of `split` for cfg.dataset / cfg.fold (no DataLoader around it); `batch_size`
+    (default cfg.train.batch_size) is per rank, `drop_last` applies to training."""
     index = read_index(ws, cfg.dataset)
     entries = split_shards(index, cfg.fold, split)
     if not entries:
@@ -311,7 +367,9 @@ def build_dataset(cfg: Any, ws: Workspace, split: str, *, epoch: int = 0, view: 
     return ShardStream(ws.shards_dir(cfg.dataset), entries, ClipSampler.from_config(cfg), train=split == "train",
                        seed=cfg.train.seed, epoch=epoch, view=view, num_views=num_views, rank=rank,
                        world_size=world_size, shuffle_buffer=cfg.data.shuffle_buffer, shuffle=cfg.data.shuffle,
-                       ledger=ws.shards_dir(cfg.dataset) / "read_errors.jsonl")
+                       ledger=ws.shards_dir(cfg.dataset) / "read_errors.jsonl",
+                       batch_size=cfg.train.batch_size if batch_size is None else batch_size,
+                       drop_last=drop_last and split == "train")
 
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor,
@@ -322,21 +380,27 @@ def collate(batch: list[tuple[torch.Tensor, torch.Tensor, int, str]]) -> tuple[t
 
 
 def loader_kwargs(num_workers: int) -> dict[str, Any]:
-    """DataLoader options shared with the cached loader: pinned memory and persistent workers on GPU."""
-    cuda = torch.cuda.is_available()
-    kw: dict[str, Any] = {"num_workers": num_workers, "pin_memory": cuda}
+    """DataLoader options shared with the cached loader: pinned memory on GPU; with workers, persistent
+    ones (a run re-iterates one loader per split, `set_epoch` between epochs) prefetching 4 batches each.
+    Its own generator: starting an iteration draws worker seeds from it, never from the global RNG, so a
+    resumed run's stochastic depth sees the same random stream as an uninterrupted one (the readers
+    seed their own randomness from train.seed, the epoch and the clip)."""
+    kw: dict[str, Any] = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available(),
+                          "generator": torch.Generator().manual_seed(0)}
     if num_workers > 0:
-        kw.update(persistent_workers=cuda, prefetch_factor=4)
+        kw.update(persistent_workers=True, prefetch_factor=4)
     return kw
 
 
 def build_loader(cfg: Any, ws: Workspace, split: str, *, epoch: int = 0, view: int = 0, num_views: int = 1,
-                 rank: int = 0, world_size: int = 1, num_workers: int | None = None) -> DataLoader:
-    """DataLoader over the shards of `split` (contract: see module docstring)."""
+                 rank: int = 0, world_size: int = 1, num_workers: int | None = None, batch_size: int | None = None,
+                 drop_last: bool = False) -> DataLoader:
+    """DataLoader over the shards of `split` (contract: see module docstring); `batch_size` is per rank
+    (default cfg.train.batch_size)."""
     dataset = build_dataset(cfg, ws, split, epoch=epoch, view=view, num_views=num_views, rank=rank,
-                            world_size=world_size)
+                            world_size=world_size, batch_size=batch_size, drop_last=drop_last)
     workers = cfg.data.num_workers if num_workers is None else int(num_workers)
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, collate_fn=collate, **loader_kwargs(workers))
+    return DataLoader(dataset, batch_size=dataset.batch_size, collate_fn=collate, **loader_kwargs(workers))
 
 
 def iter_clips(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
 
 
 def _load(name: str):
@@ -26,11 +28,58 @@ def _load(name: str):
 
 def test_train_step_bench_runs_on_cpu(tmp_path, capsys):
     out = tmp_path / "train_step.json"
-    rows = _load("train_step").main(["--cpu-only", "--steps", "1", "--warmup", "0", "--json", str(out)])
-    assert {r["source"] for r in rows} == {"raw", "cache"}
+    rows = _load("train_step").main(["--device", "cpu", "--batches", "1,2", "--sources", "raw,cache", "--steps", "1",
+                                     "--warmup", "1", "--threads", "1", "--json", str(out)])
+    assert [(r["source"], r["batch"]) for r in rows] == [("shards", 1), ("shards", 2), ("cache", 1), ("cache", 2)]
     saved = json.loads(out.read_text())
-    assert len(saved["rows"]) == 2 and saved["rows"][0]["clips_per_s"] > 0
-    assert "clips/s" in capsys.readouterr().out
+    assert saved["rows"] == json.loads(json.dumps(rows)) and saved["meta"]["flops_train_per_clip"] > 0
+    for r in rows:  # the CPU says "CPU" and has no MFU
+        assert r["device"] == "CPU" and r["mfu"] is None and r["peak_tflops"] is None
+        assert r["clips_per_s"] > 0 and r["step_ms"] > 0 and r["x_base"] > 0 and not r["oom"]
+    assert rows[0]["x_base"] == 1.0
+    printed = capsys.readouterr().out
+    assert "clips/s" in printed and "MFU" in printed
+
+
+def test_largest_batch_search_doubles_then_bisects(monkeypatch):
+    bench = _load("train_step")
+    tried = []
+    monkeypatch.setattr(bench, "fits", lambda batch, device: tried.append(batch) or batch <= 200)
+    assert bench.largest_batch(lambda b: b, None, start=32, limit=1024) == 200
+    assert tried[:4] == [32, 64, 128, 256]
+    assert bench.largest_batch(lambda b: b, None, start=32, limit=100) == 64  # capped
+
+
+def _device_check(*args, cwd=REPO):
+    import subprocess
+
+    return subprocess.run(["bash", str(BENCH / "device_check.sh"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_device_check_runs_its_steps_tiny_on_cpu(tmp_path):
+    """--cpu: install skipped, then every step of the GPU check (synth, prep, shard, summary, bench, train, eval,
+    predict) at tiny sizes; one JSON with everything and a table."""
+    out = tmp_path / "out"
+    proc = _device_check("--cpu", "--no-install", "--python", sys.executable, "--out", str(out), "--work",
+                         str(tmp_path / "work"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "device_check.json").read_text())
+    assert report["ok"] and report["mode"] == "cpu"
+    assert [s["name"] for s in report["steps"]] == ["install", "env", "synth", "prep", "shard", "summary", "bench",
+                                                    "train", "eval", "predict"]
+    assert all(s["rc"] == 0 for s in report["steps"][1:])
+    assert report["train_step"][0]["device"] == "CPU" and report["summary_flops"]["flops_train_per_clip"] > 0
+    assert report["eval_matches_train"] and report["predict"]["top_class"]
+    assert "OK: wrote" in proc.stdout and "fold min" in proc.stdout
+
+
+def test_device_check_refuses_unknown_options_and_other_folders(tmp_path):
+    proc = _device_check("--bogus")
+    assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
+    proc = _device_check("--cpu", cwd=tmp_path)
+    assert proc.returncode == 2 and "run from the mma repository root" in proc.stderr
 
 
 @pytest.mark.slow

@@ -193,6 +193,22 @@ def test_train_and_eval_from_cache(sharded, workspace, test_data_config, tmp_pat
         train_fold(changed, ws, run_dir=tmp_path / "run2")
 
 
+def test_cli_train_speed_flags_reach_the_run(sharded, workspace, tmp_path):
+    """--checkpointing, --drop-last and --log-every set train.*; the run drops the last partial batch."""
+    runner = CliRunner()
+    base = ["--workdir", str(workspace.workdir), "--manifests", str(workspace.manifest_dir)]
+    run = tmp_path / "fold1"
+    res = runner.invoke(cli.app, [*base, "train", "synth", "--fold", "1", "--preset", "tiny", "--epochs", "1",
+                                  "--batch-size", "8", "--checkpointing", "--drop-last", "--log-every", "1",
+                                  "--set", "train.eval_two_clip=false", "--run-dir", str(run)])
+    assert res.exit_code == 0, res.output
+    ran = json.loads((run / "config.json").read_text())["train"]
+    assert (ran["checkpointing"], ran["drop_last"], ran["log_every"]) == (True, True, 1)
+    (record,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    split = record["train_clips"] + record["train_clips_dropped"]
+    assert record["train_clips"] == split - split % 8 and record["train_samples_skipped"] == 0
+
+
 def test_config_differences_compare_the_resolved_input_statistics():
     """A run's config.json holds the encoders' statistics resolved; the same config unresolved is no difference."""
     saved = resolve_run(tiny(), "cpu")

@@ -107,6 +107,18 @@ def test_train_job_kwargs_are_plain_data(tmp_path):
     kw = job_kwargs(job, ws)
     json.dumps(kw)
     assert Path(kw["run_dir"]).is_absolute() and kw["config"]["name"] == "fusion-none-tiny"
+    assert kw["gpus"] == 1 and job_kwargs(job, ws, gpus=4)["gpus"] == 4
+
+
+def test_a_multi_gpu_job_runs_torchrun_with_one_rank_per_gpu(tmp_path):
+    import sys
+
+    from pipeline.experiments.torchrun_job import torchrun_command
+
+    cmd = torchrun_command(tmp_path / "job.json", 8)
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert cmd[cmd.index("--nproc-per-node") + 1] == "8" and "--standalone" in cmd
+    assert cmd[-4:] == ["-m", "pipeline.experiments.torchrun_job", "--job", str(tmp_path / "job.json")]
 
 
 # --------------------------------------------------------------------------- real local runs (tiny model)

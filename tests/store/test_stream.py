@@ -192,3 +192,26 @@ def test_index_byte_ranges_match_the_tar_headers(fake_sharded):
         scanned = build_dataset(fake_config(fold=2), ws, "train")._byte_ranges(
             {k: v for k, v in copy.deepcopy(entry).items() if k != "ranges"})
         assert from_index == scanned
+
+
+def test_one_persistent_loader_serves_every_epoch_in_batches_independent_of_workers(fake_sharded):
+    """set_epoch reaches persistent workers; training batches are consecutive slices of the epoch's
+    permutation whatever the workers; drop_last leaves out the last partial batch."""
+    ws, _ = fake_sharded
+    cfg = fake_config(fold=2)
+    cfg.train.batch_size = 2
+
+    def batches(loader):
+        return [b[3] for b in loader]
+
+    persistent = build_loader(cfg, ws, "train", num_workers=2)
+    assert persistent.persistent_workers
+    epoch0 = batches(persistent)
+    persistent.dataset.set_epoch(1)
+    epoch1 = batches(persistent)
+    assert epoch1 == batches(build_loader(cfg, ws, "train", epoch=1, num_workers=0)) != epoch0
+    order = [key for key, _ in build_dataset(cfg, ws, "train", epoch=1).permutation()]
+    assert [cid for b in epoch1 for cid in b] == order  # sample keys are the clip ids here
+    dropped = build_loader(cfg, ws, "train", epoch=1, num_workers=2, drop_last=True)
+    assert batches(dropped) == [b for b in epoch1 if len(b) == 2]
+    assert dropped.dataset.epoch_clips() == len(order) - len(order) % 2
