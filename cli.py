@@ -95,8 +95,6 @@ def emit(result: StageResult, as_json: bool = False) -> None:
         raise typer.Exit(result.exit_code)
 
 
-# --------------------------------------------------------------------------- shared options
-
 PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", help="Model/training preset: paper | tiny (default: mma.yaml's, else paper).")]
 DatasetArg = Annotated[Optional[str], typer.Argument(
@@ -172,9 +170,6 @@ def _config(ctx: typer.Context, request: ConfigRequest, *, needs_dataset: bool =
     return resolve_stage_config(request, state.project, state.workspace, needs_dataset=needs_dataset)
 
 
-# --------------------------------------------------------------------------- global options
-
-
 @app.callback()
 def main_callback(
     ctx: typer.Context,
@@ -199,9 +194,6 @@ def main_callback(
     except USER_ERRORS as exc:
         _fail(str(exc).splitlines()[0], exc.exit_code)
     ctx.obj = State(project_workspace(project, workdir, manifests), seed, project)
-
-
-# --------------------------------------------------------------------------- data stages
 
 
 @app.command()
@@ -329,9 +321,6 @@ def cache(
                    space_check=not no_space_check))
 
 
-# --------------------------------------------------------------------------- training and after
-
-
 @app.command()
 @delegates
 @config_options("image_size", "epochs", "batch_size", "lr", *MODEL_FLAGS[1:], "source", "precision", "compile",
@@ -384,9 +373,9 @@ def eval_(
 def report(
     ctx: typer.Context,
     dataset: DatasetArg = None,
+    allow_partial: AllowPartialOpt = False,
     runs: Annotated[Optional[Path], typer.Option(
         "--runs", help="Folder holding fold1..fold5 run dirs (or seed<s>/ folders of them).")] = None,
-    allow_partial: AllowPartialOpt = False,
     mixed: MixedOpt = False,
     bootstrap: BootstrapOpt = DEFAULT_RESAMPLES,
 ) -> None:
@@ -422,9 +411,6 @@ def predict(
     emit(predict_videos(videos, checkpoint, official=official, dataset=dataset, window=window, stride=stride, out=out,
                         force=force, device=device, workspace=_state(ctx).workspace, image_size=image_size,
                         detect_side=detect_side), as_json)
-
-
-# --------------------------------------------------------------------------- sweeps and demo
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -482,9 +468,6 @@ def demo(
     emit(run_demo(_state(ctx).workspace, folds=folds, force=force, **sizes))
 
 
-# --------------------------------------------------------------------------- model group
-
-
 @model_app.command("summary")
 @delegates
 @config_options(*MODEL_FLAGS)
@@ -524,17 +507,11 @@ def model_import_official(
     emit(import_official(ckpt, dataset=dataset, image_size=image_size, out=out, preset=preset_name, force=force))
 
 
-# --------------------------------------------------------------------------- weights group
-
 WeightsDirOpt = Annotated[Optional[Path], typer.Option(
     "--dir", help="Weights folder (default: weights_dir of the project, <workdir>/weights).")]
 GeometryOpt = Annotated[str, typer.Option(
     "--preset", help="Encoder geometry the files must have: paper (each encoder's architecture at full size; "
                      "MAE-Face and AudioMAE: ViT-B/16) | tiny.")]
-
-
-def _weights_dir(ctx: typer.Context, folder: Optional[Path]) -> Path:
-    return folder or _state(ctx).workspace.weights
 
 
 @weights_app.command("list")
@@ -547,7 +524,7 @@ def weights_list(
     """Each known checkpoint: what it is, source, licence, expected file name, present or not."""
     from pipeline.weights.store import listing
 
-    emit(listing(_weights_dir(ctx, folder)), as_json)
+    emit(listing(folder or _state(ctx).workspace.weights), as_json)
 
 
 @weights_app.command("fetch")
@@ -566,7 +543,7 @@ def weights_fetch(
     """
     from pipeline.weights.fetch import fetch_all
 
-    emit(fetch_all(names, _weights_dir(ctx, folder), force=force, preset_name=preset_name))
+    emit(fetch_all(names, folder or _state(ctx).workspace.weights, force=force, preset_name=preset_name))
 
 
 @weights_app.command("add")
@@ -583,7 +560,7 @@ def weights_add(
     """Register a checkpoint you downloaded: structure check, copy into the weights folder, sha256 recorded."""
     from pipeline.weights.store import add
 
-    emit(add(name, file, _weights_dir(ctx, folder), force=force, link=link, preset_name=preset_name))
+    emit(add(name, file, folder or _state(ctx).workspace.weights, force=force, link=link, preset_name=preset_name))
 
 
 @weights_app.command("check")

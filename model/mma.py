@@ -27,6 +27,7 @@ import logging
 import torch
 from torch import nn
 
+from model.checkpoint import load_encoder_checkpoints
 from model.config import ModelConfig
 from model.encoders import PromptedEncoder
 from model.families import create_timm_encoder, encoder_geometry, encoder_norm
@@ -315,7 +316,5 @@ def build_model(cfg: ModelConfig, *, vision_ckpt: str | None = None, audio_ckpt:
     """Build MMA-DFER for `cfg`; optionally load the encoder checkpoints right away."""
     model = MMADFER(cfg)
     if vision_ckpt or audio_ckpt:
-        from model.checkpoint import load_encoder_checkpoints
-
         load_encoder_checkpoints(model, vision_ckpt, audio_ckpt)
     return model

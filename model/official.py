@@ -38,10 +38,10 @@ import torch
 
 from model.checkpoint import safe_torch_load, save_model_checkpoint
 from model.config import ModelConfig
-from model.mma import MMADFER
 from model.errors import ModelError
 from model.families import encoder_geometry
 from model.files import sha256_file
+from model.mma import MMADFER
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ COMPONENTS = (
     "temporal_transformer",
     "classifier",
 )
+from model.mma import MMADFER
 
 
 def component_of(name: str) -> str:
@@ -106,8 +107,6 @@ def summarize_config(cfg: ModelConfig) -> dict[str, Any]:
     mean, std}), fusion_pairs ([[vision block, audio block], ...], [] when unimodal), tokens,
     trainable_params, frozen_params, total_params, per_component ({component: {"trainable": n, "frozen": n}}).
     """
-    from model.mma import MMADFER
-
     cfg = dataclasses.replace(cfg).validate()
     with torch.device("meta"):
         model = MMADFER(cfg)
