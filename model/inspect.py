@@ -258,7 +258,9 @@ def _grid(rows: int, in_chans: int, patch: int, audio_mel_bins: int) -> tuple[in
 
 def _family(sd: Mapping[str, Any], prefix: str) -> str:
     """Which family the tensors are from, by its telltale tensors (the plain MAE/timm layout: "ViT")."""
-    if f"{prefix}blocks.0.attn.q_bias" in sd:
+    # EVA-02: tiny/small fuse qkv with separate q/v biases; base/large keep q/k/v projections; all SwiGLU
+    eva = ("attn.q_bias", "attn.q_proj.weight", "mlp.fc1_g.weight")
+    if any(f"{prefix}blocks.0.{key}" in sd for key in eva):
         return "EVA-02"
     if f"{prefix}blocks.0.ls1.gamma" in sd:
         return "DINOv2-style"

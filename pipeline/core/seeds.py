@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.core.config import TrainConfig
 from pipeline.core.errors import ConfigError
 from pipeline.core.folds import FOLDS
@@ -39,7 +41,8 @@ def parse_seeds(text: str | Iterable[int] | None, where: str = "--seeds") -> lis
         item = part.strip() if isinstance(part, str) else part
         if item == "":
             continue
-        if isinstance(item, bool) or not (isinstance(item, int) or (isinstance(item, str) and item.isdigit())):
+        integer = isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item >= 0
+        if not (integer or (isinstance(item, str) and item.isascii() and item.isdigit())):
             raise ConfigError(f"{where} {text!r}: each seed must be a non-negative integer")
         seed = int(item)
         if seed not in seeds:

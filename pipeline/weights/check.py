@@ -27,7 +27,7 @@ from model.config import ModelConfig
 from model.errors import ModelError
 from model.inspect import AS_KINDS, CheckpointInfo, Expected, inspect_checkpoint, require
 from pipeline.core.config import check_choice, preset
-from pipeline.core.errors import MMAError
+from pipeline.core.errors import ConfigError, MMAError
 from pipeline.core.results import StageResult
 from pipeline.weights.convert import encoder_tensors
 from pipeline.weights.registry import weight_spec, weights_for_encoder
@@ -105,6 +105,9 @@ def check_weights_file(file: str | Path, *, as_: str | None = None, preset_name:
     role = as_ if as_ in ("vision", "audio") else None
     info = inspect_checkpoint(obj, path=Path(file), audio_mel_bins=preset(preset_name).model.audio_mel_bins)
     role = role or ROLE_OF_KIND.get(info.kind)
+    if encoder and role is None:
+        raise ConfigError(f"--encoder {encoder}: {file} is {info.short()}, not an encoder file "
+                          "(--encoder names the architecture a vision or audio encoder must fit)")
     needs = f"model.{role}_encoder={encoder}" if encoder and role else f"--preset {preset_name}"
     try:
         expected = expected_geometry(preset_name, which=role or "vision", encoder=encoder if role else None)

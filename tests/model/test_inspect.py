@@ -123,6 +123,7 @@ def test_weights_check_without_as(files):
     ("vit_small_patch14_dinov2", "DINOv2-style", 1),
     ("vit_small_patch14_reg4_dinov2", "DINOv2-style", 5),  # register tokens have no position rows
     ("eva02_tiny_patch14_224", "EVA-02", 1),
+    ("eva02_base_patch14_224", "EVA-02", 1),  # base/large: separate q/k/v projections, no q_bias
 ])
 def test_each_family_is_read_from_its_tensors(tmp_path, name, family, prefix):
     path = tmp_path / f"{name}.pth"

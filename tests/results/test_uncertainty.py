@@ -95,8 +95,9 @@ def test_read_predictions_names_the_file_and_the_problem(tmp_path):
     with pytest.raises(MMAError, match=r"predictions.csv: line 3: "):
         read_predictions(bad)
     assert parse_seeds("1, 2,2,3") == [1, 2, 3] and parse_seeds(None) is None
-    with pytest.raises(ConfigError, match="--seeds"):
-        parse_seeds("1,two")
+    for bad_seeds in ("1,two", "1,\u00b2", [-1, 2], [True]):  # a word, a non-ASCII digit, negative, a bool
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad_seeds)
 
 
 # --------------------------------------------------------------------------- mma report: spread and interval

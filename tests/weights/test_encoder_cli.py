@@ -44,6 +44,10 @@ def test_fetch_list_and_check_a_hub_encoder(tmp_path, weights_server, monkeypatc
     paper = runner.invoke(cli.app, ["weights", "check", str(published), "--as", "vision", "--encoder", DINO])
     assert paper.exit_code == 2
     assert f"model.vision_encoder={DINO} needs width 384, depth 12, 14 px patches" in error_line(paper)
+    trained = tmp_path / "trained.pth"
+    torch.save({"not": "an encoder"}, trained)
+    unused = runner.invoke(cli.app, ["weights", "check", str(trained), "--as", "mma", "--encoder", DINO])
+    assert unused.exit_code == 2 and error_line(unused).startswith(f"error: --encoder {DINO}: {trained} is ")
 
 
 def test_train_refuses_a_file_of_another_geometry_before_any_work(tmp_path):
