@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model as mdl  # noqa: E402
 from pipeline.core.config import RunConfig, preset  # noqa: E402
 from pipeline.core.io import atomic_write_json  # noqa: E402
-from pipeline.engine.batches import autocast_dtype  # noqa: E402
+from pipeline.engine.batches import autocast_dtype, configure_math  # noqa: E402
 from pipeline.engine.distributed import DistInfo  # noqa: E402
 from pipeline.engine.flops import count_flops, device_peak, mfu  # noqa: E402
-from pipeline.engine.step import StepLoop, build_optimizer, configure_math, training_module  # noqa: E402
+from pipeline.engine.step import StepLoop, build_optimizer, training_module  # noqa: E402
 from pipeline.engine.train import peak_memory_mb  # noqa: E402
 
 DFEW_FOLD_CLIP_STEPS = 9358 * 25  # training clips of a DFEW fold (4/5 of 11,697) x the paper's 25 epochs

@@ -87,3 +87,14 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def configure_math(device: torch.device, deterministic: bool = False) -> bool:
+    """TF32 matmuls and convolutions on an Ampere or newer GPU (fp32 tensors, 10-bit mantissa products,
+    fp32 accumulation) unless the run asks to be deterministic; returns whether TF32 is on. The train and
+    eval loops both call it, so `mma eval` of a checkpoint computes what the trainer's evaluation did. Both
+    switches are set either way (a later run in the same process does not inherit the last one's)."""
+    tf32 = device.type == "cuda" and not deterministic and torch.cuda.get_device_capability(device)[0] >= 8
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return tf32

@@ -39,6 +39,7 @@ from pipeline.engine.batches import (
     LoaderPool,
     autocast,
     autocast_dtype,
+    configure_math,
     forward_fn,
     prepare_batch,
 )
@@ -163,6 +164,7 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, ws: Workspace, *, inf
     device = device or info.device
     source = cfg.train.source
     amp = autocast_dtype(cfg.train.precision, device, cfg.data.compat)
+    configure_math(device, cfg.train.deterministic)  # the trainer's math: its evaluation and `mma eval` agree
     num_classes = cfg.model.num_classes
     was_training = model.training
     model.eval()

@@ -78,7 +78,7 @@ def _count(cfg_json: str) -> tuple[tuple[str, int], ...]:
 
 def device_peak(device: torch.device, precision: str) -> dict[str, Any]:
     """{"name", "math", "peak_tflops"} of `device` for `precision` ("bf16" | "fp32"): fp32 runs on TF32
-    tensor cores on Ampere and newer (`pipeline.engine.step.configure_math`). On CPU or an unknown
+    tensor cores on Ampere and newer (`pipeline.engine.batches.configure_math`). On CPU or an unknown
     GPU peak_tflops is None (no MFU)."""
     if device.type != "cuda":
         return {"name": "CPU", "math": precision, "peak_tflops": None}

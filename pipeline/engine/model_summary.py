@@ -9,9 +9,8 @@ from typing import Any
 
 from model.summary import format_summary, summarize_config
 from pipeline.core.config import RunConfig
-from pipeline.core.errors import MMAError
 from pipeline.core.paths import Workspace
-from pipeline.core.project import ProjectFile
+from pipeline.core.project import ProjectFile, prepared_datasets
 from pipeline.core.results import StageResult
 from pipeline.core.stage_config import ConfigRequest, stage_dataset
 from pipeline.data.datasets import apply_label_set
@@ -44,8 +43,9 @@ def summarize_run(cfg: RunConfig, dataset: str, ws: Workspace | None = None) -> 
 
 def summary_dataset(request: ConfigRequest, project: ProjectFile, ws: Workspace) -> str:
     """The label set a summary is sized for: the dataset named or configured, else the only one
-    prepared, else DFEW's (a summary needs no data)."""
-    try:
-        return stage_dataset(request, project, ws)
-    except MMAError:
+    prepared, else (nothing named, configured or prepared) DFEW's: a summary needs no data. A broken
+    --config file or several prepared datasets are errors, as for every stage."""
+    named = request.dataset or request.stage_file().dataset or project.dataset
+    if not named and not prepared_datasets(ws):
         return "dfew"
+    return stage_dataset(request, project, ws)

@@ -41,16 +41,6 @@ class EmbeddedForward(torch.nn.Module):
         return self.net.forward_embedded(vision_tokens, audio_tokens)
 
 
-def configure_math(device: torch.device) -> bool:
-    """Allow TF32 matmuls and convolutions on an Ampere or newer GPU (fp32 tensors, 10-bit mantissa
-    products, fp32 accumulation); returns whether TF32 is on. No-op elsewhere."""
-    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 8:
-        return False
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    return True
-
-
 def build_optimizer(net: torch.nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW over the trainable parameters only (weight decay on all of them; the fused kernel when they
     live on a GPU) + the per-epoch cosine schedule to 0."""

@@ -58,7 +58,7 @@ from pipeline.core.progress import progress_bar
 from pipeline.core.seeded_model import build_seeded_model
 from pipeline.data.datasets import apply_label_set
 from pipeline.data.manifest import label_set
-from pipeline.engine.batches import LoaderPool, autocast_dtype
+from pipeline.engine.batches import LoaderPool, autocast_dtype, configure_math
 from pipeline.engine.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -74,7 +74,7 @@ from pipeline.engine.evaluate import (
     write_eval_outputs,
 )
 from pipeline.engine.provenance import run_provenance
-from pipeline.engine.step import StepLoop, TrainModule, build_optimizer, configure_math, training_module
+from pipeline.engine.step import StepLoop, TrainModule, build_optimizer, training_module
 from pipeline.store.cache import check_cache_matches
 from pipeline.weights.resolve import resolve_encoder_checkpoints
 
@@ -230,7 +230,7 @@ def _train(cfg: RunConfig, ws: Workspace, info: DistInfo, run_dir: Path | None, 
         return FoldResult.from_record(json.loads((run_dir / "result.json").read_text()), run_dir)
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    tf32 = configure_math(info.device)
+    tf32 = configure_math(info.device, cfg.train.deterministic)
     net, encoders = _build_network(cfg, ws, info.device)
     opt, sched = build_optimizer(net, cfg)
     params = [p for g in opt.param_groups for p in g["params"]]

@@ -9,13 +9,14 @@ process group torchrun describes (DDP, rank 0 writes).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import saved_run_config
+from pipeline.core.errors import USER_ERRORS
+from pipeline.core.io import read_json
 from pipeline.core.logs import setup_logging
 from pipeline.core.paths import Workspace
 from pipeline.engine.train import train_fold
@@ -29,7 +30,7 @@ def torchrun_command(job_file: str | Path, gpus: int) -> list[str]:
 
 def run_job_file(path: str | Path) -> dict[str, Any]:
     """Train the fold the job file describes (keys of `jobs.job_kwargs`) on this rank; returns result.json's content."""
-    kw = json.loads(Path(path).read_text())
+    kw = read_json(path)  # unreadable or not JSON: one line naming the file
     ws = Workspace(Path(kw["workdir"]), Path(kw["manifest_dir"]))
     return train_fold(saved_run_config(kw["config"]), ws, run_dir=kw["run_dir"], resume=bool(kw["resume"]),
                       force=bool(kw["force"])).to_json()
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", required=True, help="JSON file of the job's keyword arguments")
     args = ap.parse_args(argv)
     setup_logging(logging.INFO)
-    run_job_file(args.job)
+    try:
+        run_job_file(args.job)
+    except USER_ERRORS as exc:  # the same one line on every rank as `mma train` prints, not a traceback each
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

@@ -70,10 +70,11 @@ def measured_bytes_per_frame(clip_dirs: list[Path], block: int) -> float | None:
         try:
             with os.scandir(folder / "frames") as it:
                 names = [e for e in it if e.is_file()]
-            total += sum(allocated(e.stat().st_size, block) for e in names)
-            total += sum(allocated((folder / f).stat().st_size, block) for f in ("fbank.npy", "meta.json"))
-        except OSError:
+            size = sum(allocated(e.stat().st_size, block) for e in names)
+            size += sum(allocated((folder / f).stat().st_size, block) for f in ("fbank.npy", "meta.json"))
+        except OSError:  # a folder removed or replaced while it is measured: it does not count at all
             continue
+        total += size
         frames += len(names)
     return total / frames if frames else None
 

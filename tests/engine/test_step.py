@@ -179,3 +179,21 @@ def test_steps_take_consecutive_batches_whatever_the_ranks_and_workers():
     dropped = [step_share(count, batch_size=2, rank=r, world_size=2, worker=0, workers=1, drop_last=True)
                for r in range(2)]
     assert len(dropped[0]) == len(dropped[1]) == 10 and epoch_clips(count, 2, 2, True) == 20
+
+
+def test_tf32_follows_the_device_and_determinism_and_is_never_left_on(monkeypatch):
+    """Ampere+ (a mocked GPU) gets TF32 unless the run is deterministic; each call sets both switches."""
+    from pipeline.engine.batches import configure_math
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    try:
+        assert configure_math(torch.device("cuda")) is True
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert configure_math(torch.device("cuda"), deterministic=True) is False
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))  # Volta: no TF32
+        assert configure_math(torch.device("cuda")) is False
+        assert configure_math(torch.device("cpu")) is False and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
