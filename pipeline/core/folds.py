@@ -33,24 +33,30 @@ def check_fold(fold: Any, where: str = "fold") -> int:
     return k  # type: ignore[return-value]
 
 
-def parse_folds(text: str | Iterable[int] | None, where: str = "--folds") -> list[int] | None:
-    """`"1,3"` (or [1, 3]) -> [1, 3], duplicates dropped, order kept; None or empty -> None (the caller's
-    default). ConfigError naming `where` for anything that is not a fold."""
+def parse_int_list(text: str | Iterable[int] | None, where: str, what: str) -> list[int] | None:
+    """A command line's comma list of non-negative integers: `"1,3"` (or [1, 3]) -> [1, 3], duplicates
+    dropped, order kept; None or empty -> None (the caller's default). ConfigError naming `where` and
+    saying each item must be `what` for anything else (a word, a sign, a bool, a non-ASCII digit)."""
     if text is None:
         return None
     parts = str(text).split(",") if isinstance(text, str) else list(text)
-    folds: list[int] = []
+    out: list[int] = []
     for part in parts:
-        if isinstance(part, str):
-            part = part.strip()
-            if not part:
-                continue
-            if not part.isdigit():
-                raise ConfigError(f"{where} {text!r}: each fold must be an integer in {FOLDS[0]}..{FOLDS[-1]}")
-        k = check_fold(part, where)
-        if k not in folds:
-            folds.append(k)
-    return folds or None
+        item = part.strip() if isinstance(part, str) else part
+        if item == "":
+            continue
+        integer = isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item >= 0
+        if not (integer or (isinstance(item, str) and item.isascii() and item.isdigit())):
+            raise ConfigError(f"{where} {text!r}: each {what}")
+        if int(item) not in out:
+            out.append(int(item))
+    return out or None
+
+
+def parse_folds(text: str | Iterable[int] | None, where: str = "--folds") -> list[int] | None:
+    """`parse_int_list` of folds: each must be one of 1..NUM_FOLDS."""
+    folds = parse_int_list(text, where, f"fold must be an integer in {FOLDS[0]}..{FOLDS[-1]}")
+    return [check_fold(k, where) for k in folds] if folds else None
 
 
 def _check_split(split: str) -> None:

@@ -14,11 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.core.config import TrainConfig
 from pipeline.core.errors import ConfigError
-from pipeline.core.folds import FOLDS
+from pipeline.core.folds import FOLDS, parse_int_list
 
 DEFAULT_SEED: int = TrainConfig().seed
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -31,23 +29,9 @@ def seed_dir_name(seed: int) -> str:
 
 
 def parse_seeds(text: str | Iterable[int] | None, where: str = "--seeds") -> list[int] | None:
-    """`"1,2,3"` (or [1, 2, 3]) -> [1, 2, 3], duplicates dropped, order kept; None or empty -> None (the
-    caller's default). ConfigError naming `where` for anything that is not a non-negative integer."""
-    if text is None:
-        return None
-    parts = str(text).split(",") if isinstance(text, str) else list(text)
-    seeds: list[int] = []
-    for part in parts:
-        item = part.strip() if isinstance(part, str) else part
-        if item == "":
-            continue
-        integer = isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item >= 0
-        if not (integer or (isinstance(item, str) and item.isascii() and item.isdigit())):
-            raise ConfigError(f"{where} {text!r}: each seed must be a non-negative integer")
-        seed = int(item)
-        if seed not in seeds:
-            seeds.append(seed)
-    return seeds or None
+    """`"1,2,3"` (or [1, 2, 3]) -> [1, 2, 3] (`pipeline.core.folds.parse_int_list`): duplicates dropped,
+    order kept, None or empty -> None, ConfigError naming `where` for anything not a non-negative integer."""
+    return parse_int_list(text, where, "seed must be a non-negative integer")
 
 
 def recorded_seed(fold_dir: Path) -> int:
